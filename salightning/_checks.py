@@ -1,0 +1,88 @@
+"""Input checks shared by the library: each raises a ``ValueError`` that names the argument,
+what was expected and what came."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+
+def check_tensor(
+    x: object,
+    name: str,
+    *,
+    ndim: int | Sequence[int] | None = None,
+    channels: int | Sequence[int] | None = None,
+    channel_dim: int = -3,
+    value_range: tuple[float, float] | None = None,
+    range_tolerance: float = 0.5,
+) -> Tensor:
+    """Check that ``x`` is a floating-point tensor of the expected rank, channels and range.
+
+    ``value_range`` is checked loosely (values may exceed it by ``range_tolerance``): GAN
+    outputs overshoot slightly, but an image in 0..255 passed where 0..1 is expected must not.
+    """
+    if not isinstance(x, Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise ValueError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
+    if ndim is not None:
+        allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
+        if x.ndim not in allowed:
+            raise ValueError(
+                f"{name} must have {' or '.join(map(str, allowed))} dimensions, "
+                f"got shape {tuple(x.shape)}"
+            )
+    if channels is not None:
+        allowed_c = (channels,) if isinstance(channels, int) else tuple(channels)
+        if x.shape[channel_dim] not in allowed_c:
+            raise ValueError(
+                f"{name} must have {' or '.join(map(str, allowed_c))} channels in dimension "
+                f"{channel_dim}, got shape {tuple(x.shape)}"
+            )
+    if value_range is not None and x.numel() > 0:
+        lo, hi = value_range
+        with torch.no_grad():
+            xmin, xmax = float(x.min()), float(x.max())
+        if xmin < lo - range_tolerance or xmax > hi + range_tolerance:
+            raise ValueError(
+                f"{name} must have values in [{lo}, {hi}], got values in [{xmin:.4g}, {xmax:.4g}]"
+                + (" (an 8-bit image? divide by 255)" if xmax > 2 and hi <= 1 else "")
+            )
+    return x
+
+
+def check_same_shape(a: Tensor, b: Tensor, name_a: str, name_b: str) -> None:
+    """Raise unless ``a`` and ``b`` have the same shape."""
+    if a.shape != b.shape:
+        raise ValueError(
+            f"{name_a} and {name_b} must have the same shape, "
+            f"got {tuple(a.shape)} and {tuple(b.shape)}"
+        )
+
+
+def check_positive(value: float, name: str) -> float:
+    """Raise unless ``value`` > 0."""
+    if not value > 0:
+        raise ValueError(f"{name} must be > 0, got {value!r}")
+    return value
+
+
+def check_non_negative(value: float, name: str) -> float:
+    """Raise unless ``value`` >= 0."""
+    if not value >= 0:
+        raise ValueError(f"{name} must be >= 0, got {value!r}")
+    return value
+
+
+def check_odd_window(window_size: int, name: str, height: int | None = None, width: int | None = None) -> int:
+    """Raise unless ``window_size`` is an odd integer >= 1 that fits in an image of the given size."""
+    if not isinstance(window_size, int) or isinstance(window_size, bool) or window_size < 1 or window_size % 2 == 0:
+        raise ValueError(f"{name} must be an odd integer >= 1, got {window_size!r}")
+    if height is not None and width is not None and (window_size > height or window_size > width):
+        raise ValueError(
+            f"{name}={window_size} is larger than the image ({height}x{width}); use a smaller window"
+        )
+    return window_size
