@@ -11,14 +11,19 @@ import torch
 os.environ.setdefault("WANDB_MODE", "disabled")
 torch.set_num_threads(1)
 
-PHOTO_NAMES = ["astronaut", "chelsea", "coffee", "rocket", "motorcycle_left", "hubble_deep_field", "color"]
+PHOTO_NAMES = ["astronaut", "chelsea", "coffee", "rocket", "motorcycle_left", "hubble_deep_field", "ihc"]
+_FILES = {"rocket": "rocket.jpg", "hubble_deep_field": "hubble_deep_field.jpg", "retina": "retina.jpg"}
 
 
 def load_photo(name: str) -> torch.Tensor:
-    """A bundled scikit-image photo as a (3, H, W) float tensor in [0, 1]."""
-    import skimage.data
+    """A photo bundled in scikit-image's wheel as a (3, H, W) float tensor in [0, 1] (read from
+    its data folder directly: some ``skimage.data`` functions would download)."""
+    from pathlib import Path
 
-    arr = np.asarray(getattr(skimage.data, name)())
+    import imageio.v3 as iio
+    import skimage
+
+    arr = np.asarray(iio.imread(Path(skimage.data_dir) / _FILES.get(name, f"{name}.png")))
     if arr.ndim == 2:
         arr = np.stack([arr] * 3, axis=-1)
     return torch.from_numpy(arr[..., :3].copy()).permute(2, 0, 1).float() / 255.0
@@ -39,3 +44,34 @@ def photo_batch(photos) -> torch.Tensor:
         top, left = (h - 128) // 2, (w - 128) // 2
         crops.append(p[:, top : top + 128, left : left + 128])
     return torch.stack(crops)
+
+
+class PhotoPatches(torch.utils.data.Dataset):
+    """Deterministic HR crops of real photos with their x``scale`` bicubic LR (for module tests)."""
+
+    def __init__(self, photos: list[torch.Tensor], n: int = 16, hr_size: int = 32, scale: int = 4, seed: int = 0):
+        g = torch.Generator().manual_seed(seed)
+        self.items = []
+        for i in range(n):
+            p = photos[i % len(photos)]
+            top = int(torch.randint(0, p.shape[1] - hr_size + 1, (1,), generator=g))
+            left = int(torch.randint(0, p.shape[2] - hr_size + 1, (1,), generator=g))
+            hr = p[:, top : top + hr_size, left : left + hr_size].contiguous()
+            lr = torch.nn.functional.interpolate(hr[None], scale_factor=1 / scale, mode="bicubic", antialias=True)[0].clamp(0, 1)
+            self.items.append({"lr": lr, "hr": hr, "name": f"photo{i}"})
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.items[i]
+
+
+@pytest.fixture()
+def patch_loaders(photos):
+    """(train, val) DataLoaders of 32x32 HR / 8x8 LR real-photo patches."""
+    from torch.utils.data import DataLoader
+
+    train = DataLoader(PhotoPatches(photos, n=16, seed=0), batch_size=4, shuffle=False)
+    val = DataLoader(PhotoPatches(photos, n=4, seed=1), batch_size=4)
+    return train, val

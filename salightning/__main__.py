@@ -1,0 +1,5 @@
+"""``python -m salightning`` is the ``salightning`` command."""
+
+from salightning.cli import main
+
+main()

@@ -1,0 +1,89 @@
+"""The ``salightning`` command: LightningCLI for fit / validate / test, plus tiled ``predict``.
+
+    salightning fit --config configs/quickstart.yaml
+    salightning fit --config configs/sa_esrgan_lv.yaml --trainer.devices 4
+    salightning predict --ckpt_path run/checkpoints/best.ckpt --input photo.png --output out/
+
+Networks, losses, edge extractors and optimisers are chosen in the config by ``class_path``,
+so a user's own generator trains with the SA loss without touching the library.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+from pytorch_lightning import LightningDataModule
+from pytorch_lightning.cli import LightningCLI
+
+from salightning.module import SRGANModule
+from salightning.weights import MissingWeightsError
+
+#: Exceptions that are the user's to fix: printed as one message, not a traceback.
+USER_ERRORS = (ValueError, FileNotFoundError, MissingWeightsError, NotADirectoryError, IsADirectoryError)
+
+
+class SALightningCLI(LightningCLI):
+    """LightningCLI with salightning's defaults (manual optimisation, re-runnable config saving)."""
+
+    def __init__(self, args: list[str] | None = None, run: bool = True) -> None:
+        super().__init__(
+            SRGANModule,
+            LightningDataModule,
+            subclass_mode_data=True,
+            auto_configure_optimizers=False,
+            save_config_kwargs={"overwrite": True},
+            args=args,
+            run=run,
+        )
+
+    def _check_scales(self) -> None:
+        model_scale = getattr(self.model.generator, "scale", None)
+        data_scale = getattr(self.datamodule, "scale", None)
+        if model_scale is not None and data_scale is not None and int(model_scale) != int(data_scale):
+            raise ValueError(
+                f"scale mismatch: model.generator.scale={model_scale} but data.scale={data_scale}; set both to the same factor"
+            )
+
+    def before_fit(self) -> None:
+        self._check_scales()
+
+    def before_validate(self) -> None:
+        self._check_scales()
+
+    def before_test(self) -> None:
+        self._check_scales()
+
+
+def _predict_main(argv: list[str]) -> None:
+    from jsonargparse import ArgumentParser
+
+    from salightning.predict import load_generator, predict_path
+
+    parser = ArgumentParser(prog="salightning predict", description="Super-resolve an image, a folder of images, or a video with a checkpoint.")
+    parser.add_argument("--ckpt_path", type=str, required=True, help="checkpoint written by `salightning fit`")
+    parser.add_argument("--input", type=str, required=True, help="an image, a folder of images, a folder of frames, or a video file")
+    parser.add_argument("--output", type=str, required=True, help="output folder (created; inputs are never overwritten)")
+    parser.add_argument("--tile", type=int, default=256, help="tile size in input pixels, 0 = no tiling")
+    parser.add_argument("--tile_overlap", type=int, default=32, help="overlap between tiles in input pixels")
+    parser.add_argument("--no_ema", action="store_true", help="use the raw generator even if the checkpoint has an EMA one")
+    parser.add_argument("--device", type=str, default="auto", help="cpu, cuda, cuda:1, ... (auto: cuda if available)")
+    args = parser.parse_args(argv)
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    generator = load_generator(args.ckpt_path, use_ema=not args.no_ema, map_location=device)
+    written = predict_path(generator, args.input, args.output, tile=args.tile, overlap=args.tile_overlap)
+    print(f"wrote {len(written)} file(s) to {Path(args.output).resolve()}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``salightning`` console script and ``python -m salightning``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if argv and argv[0] == "predict":
+            _predict_main(argv[1:])
+        else:
+            SALightningCLI(args=argv)
+    except USER_ERRORS as err:
+        print(f"salightning: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None

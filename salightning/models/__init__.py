@@ -1,0 +1,25 @@
+"""Generators and discriminators of the GAN SR models the SA loss is applied to.
+
+Generators have ``scale`` (SR factor), ``num_frames`` (1 = single image, input (B, C, h, w);
+> 1 = video, input (B, T, C, H, W)) and ``input_upsampled`` (True when the input frames are
+already bicubic-upsampled to HR size). Discriminators map (B, C, H, W) to logits (B, 1); the
+sigmoid lives in the adversarial loss.
+"""
+
+from salightning.models.discriminators import VGGStyleDiscriminator
+from salightning.models.rrdbnet import RRDB, RRDBNet, ResidualDenseBlock, convert_esrgan_state_dict, load_pretrained
+from salightning.models.srresnet import SRGANDiscriminator, SRResNet
+from salightning.models.vsrresnet import VSRResFeatGANDiscriminator, VSRResNet
+
+__all__ = [
+    "RRDBNet",
+    "RRDB",
+    "ResidualDenseBlock",
+    "SRResNet",
+    "VSRResNet",
+    "VGGStyleDiscriminator",
+    "SRGANDiscriminator",
+    "VSRResFeatGANDiscriminator",
+    "convert_esrgan_state_dict",
+    "load_pretrained",
+]
