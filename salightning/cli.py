@@ -21,7 +21,7 @@ from salightning.module import SRGANModule
 from salightning.weights import MissingWeightsError
 
 #: Exceptions that are the user's to fix: printed as one message, not a traceback.
-USER_ERRORS = (ValueError, FileNotFoundError, MissingWeightsError, NotADirectoryError, IsADirectoryError)
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, MissingWeightsError, NotADirectoryError, IsADirectoryError)
 
 
 class SALightningCLI(LightningCLI):
@@ -76,12 +76,27 @@ def _predict_main(argv: list[str]) -> None:
     print(f"wrote {len(written)} file(s) to {Path(args.output).resolve()}")
 
 
+def _export_main(argv: list[str]) -> None:
+    from jsonargparse import ArgumentParser
+
+    from salightning.predict import export_generator
+
+    parser = ArgumentParser(prog="salightning export", description="Write a checkpoint's generator as a plain state dict.")
+    parser.add_argument("--ckpt_path", type=str, required=True, help="checkpoint written by `salightning fit`")
+    parser.add_argument("--output", type=str, required=True, help="output .pth file (must not exist)")
+    parser.add_argument("--no_ema", action="store_true", help="export the raw generator even if the checkpoint has an EMA one")
+    args = parser.parse_args(argv)
+    print(f"wrote {export_generator(args.ckpt_path, args.output, use_ema=not args.no_ema).resolve()}")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``salightning`` console script and ``python -m salightning``."""
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         if argv and argv[0] == "predict":
             _predict_main(argv[1:])
+        elif argv and argv[0] == "export":
+            _export_main(argv[1:])
         else:
             SALightningCLI(args=argv)
     except USER_ERRORS as err:

@@ -324,7 +324,8 @@ def canny(
         blur_kernel_size: odd side of a Gaussian pre-blur; 1 (default) skips it, like OpenCV.
         blur_sigma: standard deviation of that blur, in pixels.
         quantize: round the input to an 8-bit image first (the paper's 8-bit images); without
-            it the float luminance is used (F1 0.98-0.99 against OpenCV on 8-bit photos).
+            it the float luminance is used (edge F1 against OpenCV on 8-bit photos: 0.99-1.0 at
+            100/200, 0.95-1.0 at 20/60).
 
     Returns:
         (B, C, H, W) float32 of 0 and 1, the same map in every channel. Not differentiable.

@@ -104,3 +104,18 @@ def load_generator(checkpoint: str | os.PathLike, use_ema: bool = True, map_loca
     except RuntimeError as err:
         raise ValueError(f"checkpoint {str(path)!r}: generator weights do not match its config: {err}") from err
     return generator.eval().to(map_location)
+
+
+def export_generator(checkpoint: str | os.PathLike, output: str | os.PathLike, use_ema: bool = True) -> Path:
+    """Write the generator weights of a ``salightning fit`` checkpoint as a plain state dict
+    (loadable by :func:`salightning.models.load_pretrained` and as ``pretrained_generator``).
+    Refuses to overwrite an existing file."""
+    out = Path(output)
+    if out.exists():
+        raise FileExistsError(f"{str(out)!r} exists; choose another output path")
+    generator = load_generator(checkpoint, use_ema=use_ema)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    torch.save(generator.state_dict(), tmp)
+    tmp.replace(out)  # atomic: a crash never leaves a half-written file under the final name
+    return out

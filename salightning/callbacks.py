@@ -1,0 +1,123 @@
+"""Callbacks: validation image panels (LR | SR | HR | W) and an end-of-run summary."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def _run_dir(trainer: pl.Trainer) -> Path:
+    """The folder of this run: the logger's log_dir when there is one, else default_root_dir."""
+    log_dir = trainer.log_dir if trainer.loggers else None
+    return Path(log_dir or trainer.default_root_dir)
+
+
+def make_panel(lr: Tensor, sr: Tensor, hr: Tensor, edge_map: Tensor | None) -> Tensor:
+    """One row per image: LR (nearest-upsampled to HR size) | SR | HR | W(hr).
+
+    Args:
+        lr: (N, C, h, w) or (N, T, C, H, W) (the centre frame is shown).
+        sr, hr: (N, C, H, W) in [0, 1].
+        edge_map: (N, C, H, W) in [0, 1] or None (column omitted).
+
+    Returns:
+        (C, N*H, K*W) image in [0, 1], K = 3 or 4 columns.
+    """
+    if lr.ndim == 5:
+        lr = lr[:, lr.shape[1] // 2]
+    lr_up = F.interpolate(lr.float(), size=hr.shape[-2:], mode="nearest")
+    columns = [lr_up, sr.float(), hr.float()]
+    if edge_map is not None:
+        columns.append(edge_map.float().expand_as(hr))
+    rows = torch.cat(columns, dim=-1)  # (N, C, H, K*W)
+    return torch.cat(list(rows.clamp(0, 1)), dim=-2)
+
+
+class ValidationPanels(pl.Callback):
+    """Save LR | SR | HR | W panels of the first validation images after each validation epoch.
+
+    PNGs go to ``<run dir>/samples/epoch{E}_batch{B}.png``; with a ``WandbLogger`` the panel is
+    also logged as ``val/panels`` (the same fixed images every epoch, so progress is comparable).
+
+    Args:
+        num_images: how many validation images (taken from the first validation batches).
+        every_n_epochs: save every this many validation epochs.
+    """
+
+    def __init__(self, num_images: int = 4, every_n_epochs: int = 1) -> None:
+        if num_images < 1 or every_n_epochs < 1:
+            raise ValueError(f"num_images and every_n_epochs must be >= 1, got {num_images}, {every_n_epochs}")
+        self.num_images = num_images
+        self.every_n_epochs = every_n_epochs
+        self._rows: list[Tensor] = []
+        self._count = 0
+        self.last_path: Path | None = None
+
+    def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._rows = []
+        self._count = 0
+
+    def on_validation_batch_end(self, trainer: pl.Trainer, pl_module: Any, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        if trainer.sanity_checking or trainer.current_epoch % self.every_n_epochs:
+            return
+        if self._count >= self.num_images or not isinstance(outputs, Tensor):
+            return
+        take = self.num_images - self._count
+        hr = batch["hr"][:take]
+        self._count += hr.shape[0]
+        edge_map = pl_module.pixel_loss.edge_map(hr) if hasattr(pl_module, "pixel_loss") else None
+        self._rows.append(make_panel(batch["lr"][:take], outputs[:take], hr, edge_map).cpu())
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not self._rows or not trainer.is_global_zero:
+            return
+        widths = {r.shape[-1] for r in self._rows}
+        if len(widths) > 1:  # whole validation images of different sizes: pad to the widest
+            w = max(widths)
+            self._rows = [F.pad(r, (0, w - r.shape[-1])) for r in self._rows]
+        panel = torch.cat(self._rows, dim=-2)
+        out_dir = _run_dir(trainer) / "samples"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        path = out_dir / f"epoch{trainer.current_epoch:03d}_batch{getattr(pl_module, 'batches_seen', trainer.global_step):07d}.png"
+        from torchvision.utils import save_image
+
+        save_image(panel, path)
+        self.last_path = path
+        for logger in trainer.loggers:
+            if type(logger).__name__ == "WandbLogger":
+                logger.log_image(key="val/panels", images=[panel], caption=["LR | SR | HR | W(HR)"])
+
+
+class RunSummary(pl.Callback):
+    """Print where a finished run left its checkpoints, sample images and metrics."""
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        lines = ["", "salightning: run finished"]
+        ckpt = trainer.checkpoint_callback
+        if ckpt is not None:
+            best = getattr(ckpt, "best_model_path", "")
+            if best:
+                score = getattr(ckpt, "best_model_score", None)
+                lines.append(f"  best checkpoint : {Path(best).resolve()}" + (f" ({ckpt.monitor}={float(score):.5g})" if score is not None else ""))
+            last = getattr(ckpt, "last_model_path", "")
+            if last:
+                lines.append(f"  last checkpoint : {Path(last).resolve()}")
+        for cb in trainer.callbacks:
+            if isinstance(cb, ValidationPanels) and cb.last_path is not None:
+                lines.append(f"  sample images   : {cb.last_path.parent.resolve()}")
+        for logger in trainer.loggers:
+            if type(logger).__name__ == "CSVLogger":
+                lines.append(f"  metrics (CSV)   : {Path(logger.log_dir).resolve() / 'metrics.csv'}")
+            elif type(logger).__name__ == "WandbLogger":
+                lines.append(f"  W&B run         : {getattr(logger.experiment, 'url', None) or logger.save_dir}")
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+        if metrics:
+            lines.append("  last validation : " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items())))
+        print("\n".join(lines), flush=True)
