@@ -119,3 +119,123 @@ def export_generator(checkpoint: str | os.PathLike, output: str | os.PathLike, u
     torch.save(generator.state_dict(), tmp)
     tmp.replace(out)  # atomic: a crash never leaves a half-written file under the final name
     return out
+
+
+def _save_png(image: Tensor, path: Path) -> None:
+    from torchvision.utils import save_image
+
+    save_image(image.float().clamp(0, 1), path)
+
+
+def _to_uint8_hwc(image: Tensor):
+    return (image.float().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+
+
+def _check_output(src: Path, out: Path) -> None:
+    # Outputs keep the inputs' names, so writing into the input folder would overwrite them.
+    src_dir = src.resolve() if src.is_dir() else src.resolve().parent
+    if out.resolve() == src_dir or (out.exists() and not out.is_dir()):
+        raise ValueError(
+            f"--output {str(out)!r} must be a folder other than the input's (inputs are never overwritten)"
+        )
+
+
+@torch.no_grad()
+def super_resolve_clip(generator: nn.Module, frames: Tensor, tile: int = 256, overlap: int = 32) -> Tensor:
+    """Super-resolve every frame of a clip.
+
+    Args:
+        generator: single-image (``num_frames == 1``) or video generator.
+        frames: (T, C, h, w) LR frames in [0, 1].
+
+    Returns:
+        (T, C, h*scale, w*scale) SR frames in [0, 1]. Video generators see the window
+        t-k..t+k of each frame, mirrored at the clip's ends, bicubic-upsampled first when the
+        generator expects it (``input_upsampled``).
+    """
+    from salightning.data.imresize import imresize
+    from salightning.data.video import reflect_index
+
+    device = next(generator.parameters()).device
+    num_frames = int(getattr(generator, "num_frames", 1))
+    scale = int(getattr(generator, "scale", 1))
+    k = num_frames // 2
+    outputs = []
+    for t in range(frames.shape[0]):
+        if num_frames == 1:
+            x = frames[t : t + 1].to(device)
+        else:
+            idx = [reflect_index(t + d, frames.shape[0]) for d in range(-k, k + 1)]
+            x = frames[idx].to(device)
+            if getattr(generator, "input_upsampled", False):
+                x = imresize(x, scale).clamp(0, 1)
+            x = x.unsqueeze(0)
+        outputs.append(tiled_forward(generator, x, tile, overlap).clamp(0, 1)[0].cpu())
+    return torch.stack(outputs)
+
+
+def predict_path(
+    generator: nn.Module, input: str | os.PathLike, output: str | os.PathLike, tile: int = 256, overlap: int = 32
+) -> list[Path]:
+    """Super-resolve an image, a folder of images, a folder of frames, or a video file.
+
+    * an image: ``output/<name>.png``;
+    * a folder: each image to ``output/<name>.png`` (single-image generator), or, for a video
+      generator, the folder is one clip: ``output/<folder>/<frame>.png``;
+    * a video file: ``output/<stem>/frame_NNNNN.png`` and ``output/<stem>_sr.mp4``.
+
+    Returns:
+        the files written.
+
+    Raises:
+        FileNotFoundError: the input does not exist.
+        ValueError: unreadable input, or an output that would overwrite the input.
+    """
+    from salightning.data.image import IMAGE_EXTENSIONS, list_images, read_image
+    from salightning.data.video import VIDEO_EXTENSIONS, FrameFolder, VideoFile, write_video
+
+    src, out = Path(input).expanduser(), Path(output).expanduser()
+    if not src.exists():
+        raise FileNotFoundError(f"--input {str(src)!r} does not exist")
+    _check_output(src, out)
+    device = next(generator.parameters()).device
+    video_model = int(getattr(generator, "num_frames", 1)) > 1
+    written: list[Path] = []
+    out.mkdir(parents=True, exist_ok=True)
+    if src.is_file() and src.suffix.lower() in VIDEO_EXTENSIONS:
+        clip = VideoFile(src)
+        frames = clip.read(list(range(len(clip))))
+        sr = super_resolve_clip(generator, frames, tile, overlap)
+        folder = out / src.stem
+        folder.mkdir(exist_ok=True)
+        for t, frame in enumerate(sr):
+            written.append(folder / f"frame_{t:05d}.png")
+            _save_png(frame, written[-1])
+        h, w = sr.shape[-2:]
+        video_path = out / f"{src.stem}_sr.mp4"
+        write_video(torch.stack([torch.from_numpy(_to_uint8_hwc(f[:, : h - h % 2, : w - w % 2])) for f in sr]).numpy(), video_path)
+        written.append(video_path)
+        return written
+    if src.is_file():
+        if src.suffix.lower() not in IMAGE_EXTENSIONS:
+            raise ValueError(f"--input {str(src)!r} is neither an image ({', '.join(IMAGE_EXTENSIONS)}) nor a video ({', '.join(VIDEO_EXTENSIONS)})")
+        if video_model:
+            raise ValueError(f"--input {str(src)!r} is a single image but the checkpoint's generator needs {generator.num_frames} frames: give a folder of frames or a video")
+        files = [src]
+    elif video_model:
+        clip = FrameFolder(src, option="--input")
+        sr = super_resolve_clip(generator, clip.read(list(range(len(clip)))), tile, overlap)
+        folder = out / src.name
+        folder.mkdir(exist_ok=True)
+        for frame_path, frame in zip(clip.frames, sr):
+            written.append(folder / f"{frame_path.stem}.png")
+            _save_png(frame, written[-1])
+        return written
+    else:
+        files = list_images(src, option="--input")
+    for path in files:
+        lr = read_image(path).unsqueeze(0).to(device)
+        sr = tiled_forward(generator, lr, tile, overlap).clamp(0, 1)[0]
+        written.append(out / f"{path.stem}.png")
+        _save_png(sr, written[-1])
+    return written

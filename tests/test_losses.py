@@ -115,7 +115,7 @@ def test_half_precision_charbonnier_is_computed_in_float32(hr):
         (lambda: weighted_l1([1.0], V, H), "u must be a torch.Tensor"),
         (lambda: weighted_charbonnier(U, V, H, eps=0.0), r"eps must be > 0, got 0.0"),
         (lambda: weighted_charbonnier(U, V, H, eps=-1e-3), r"eps must be > 0, got -0.001"),
-        (lambda: weighted_distance(U, V, H, "l2"), "distance must be 'l1' or 'charbonnier', got 'l2'"),
+        (lambda: weighted_distance(U, V, H, "l2"), "distance must be 'l1', 'charbonnier' or 'mse', got 'l2'"),
         (lambda: WeightedCharbonnier(eps=0), "eps must be > 0"),
     ],
 )
@@ -203,7 +203,7 @@ def test_sa_pixel_loss_beta_buffer(hr):
         ({"beta": -2.0}, r"beta must be >= 0, got -2.0"),
         ({"beta": float("inf")}, r"beta must be finite"),
         ({"distance": "charbonnier", "eps": 0.0}, r"eps must be > 0, got 0.0"),
-        ({"distance": "mse"}, r"distance must be 'l1' or 'charbonnier', got 'mse'"),
+        ({"distance": "huber"}, r"distance must be 'l1', 'charbonnier' or 'mse', got 'huber'"),
     ],
 )
 def test_sa_pixel_loss_bad_arguments(kwargs, match):

@@ -189,7 +189,7 @@ def test_perceptual_bad_arguments(images, empty_torch_home):
         PerceptualLoss(["conv1_2", "relu2_2"], weights="random", layer_weights=[1.0])
     with pytest.raises(ValueError, match="layer_weights must be >= 0"):
         PerceptualLoss("conv1_2", weights="random", layer_weights=[-1.0])
-    with pytest.raises(ValueError, match="distance must be 'l1' or 'charbonnier', got 'l2'"):
+    with pytest.raises(ValueError, match="distance must be 'l1', 'charbonnier' or 'mse', got 'l2'"):
         PerceptualLoss(distance="l2")  # checked before looking for weights
     with pytest.raises(ValueError, match=r"eps must be > 0, got -1"):
         PerceptualLoss(distance="charbonnier", eps=-1)

@@ -173,24 +173,11 @@ def _clip_frames(clip: SampleClip) -> np.ndarray:
     return np.stack(frames)
 
 
-def _write_mp4(frames: np.ndarray, path: Path) -> None:
-    import av
-
-    with av.open(str(path), mode="w") as container:
-        stream = container.add_stream("libx264", rate=25)
-        stream.height, stream.width = frames.shape[1:3]
-        stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": "12", "preset": "medium"}
-        for array in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(array, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-
-
 def _build_videos(root: Path) -> None:
     """Write all sample clips into ``root`` (frames/<split>/<clip>/ and mp4/<split>/<clip>.mp4)."""
     from PIL import Image
+
+    from salightning.data.video import write_video
 
     for clip in SAMPLE_CLIPS:
         frames = _clip_frames(clip)
@@ -199,7 +186,7 @@ def _build_videos(root: Path) -> None:
         for t, array in enumerate(frames):
             Image.fromarray(array).save(folder / f"frame_{t:04d}.png")
         (root / "mp4" / clip.split).mkdir(parents=True, exist_ok=True)
-        _write_mp4(frames, root / "mp4" / clip.split / f"{clip.name}.mp4")
+        write_video(frames, root / "mp4" / clip.split / f"{clip.name}.mp4")
     (root / "README.txt").write_text(
         "salightning sample clips: a synthetic camera pan/zoom over real photos bundled with\n"
         "scikit-image (real content, synthetic motion). Safe to delete; rebuilt on demand.\n"

@@ -38,6 +38,7 @@ from salightning.data.imresize import imresize
 
 __all__ = [
     "VIDEO_EXTENSIONS",
+    "write_video",
     "FrameFolder",
     "VideoFile",
     "find_sequences",
@@ -60,6 +61,23 @@ def reflect_index(index: int, length: int) -> int:
     period = 2 * (length - 1)
     index %= period
     return period - index if index >= length else index
+
+
+def write_video(frames: np.ndarray, path: str | Path, fps: int = 25, crf: int = 12) -> None:
+    """Encode (T, H, W, 3) uint8 RGB frames as an H.264 MP4 with PyAV (yuv420p, so H and W
+    must be even; ``crf`` 12 is visually lossless)."""
+    import av
+
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.height, stream.width = frames.shape[1:3]
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"crf": str(crf), "preset": "medium"}
+        for array in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
 
 
 class FrameFolder:

@@ -38,7 +38,7 @@ __all__ = [
 ]
 
 #: Names of the distances of eq. 6 ("l1") and eq. 7 ("charbonnier").
-Distance = Literal["l1", "charbonnier"]
+Distance = Literal["l1", "charbonnier", "mse"]
 
 
 def l1_penalty(diff: Tensor) -> Tensor:
@@ -55,14 +55,21 @@ def charbonnier_penalty(diff: Tensor, eps: float = 1e-3) -> Tensor:
     return torch.sqrt(diff * diff + eps * eps)
 
 
+def squared_penalty(diff: Tensor) -> Tensor:
+    """Element-wise ``d^2`` (SRGAN's MSE content loss; not one of the SA paper's distances). Shape preserved."""
+    return diff * diff
+
+
 def distance_penalty(distance: str, eps: float = 1e-3) -> Callable[[Tensor], Tensor]:
-    """The element-wise penalty ``rho`` of ``distance`` ("l1" or "charbonnier"); ``eps`` must be > 0."""
+    """The element-wise penalty ``rho`` of ``distance`` ("l1", "charbonnier" or "mse"); ``eps`` must be > 0."""
     check_positive(eps, "eps")
     if distance == "l1":
         return l1_penalty
     if distance == "charbonnier":
         return partial(charbonnier_penalty, eps=eps)
-    raise ValueError(f"distance must be 'l1' or 'charbonnier', got {distance!r}")
+    if distance == "mse":
+        return squared_penalty
+    raise ValueError(f"distance must be 'l1', 'charbonnier' or 'mse', got {distance!r}")
 
 
 def _check_broadcast(x: Tensor, name: str, target_shape: torch.Size, target_name: str) -> None:
