@@ -244,3 +244,32 @@ def test_bad_arguments_name_the_option():
         make_module(stage=2, sa_target_share=1.5)
     with pytest.raises(ValueError, match="ema_decay"):
         make_module(stage=1, ema_decay=1.0)
+
+
+def test_bf16_mixed_stage2_keeps_edge_maps_fp32(tmp_path, patch_loaders):
+    train, _ = patch_loaders
+    module = make_module(stage=2)
+    dtypes = []
+    original = module.pixel_loss.edge_map
+
+    def recording_edge_map(hr):
+        w = original(hr)
+        dtypes.append(w.dtype)
+        return w
+
+    module.pixel_loss.edge_map = recording_edge_map
+    trainer = make_trainer(tmp_path, precision="bf16-mixed", limit_train_batches=2, limit_val_batches=0)
+    trainer.fit(module, train)
+    assert module.batches_seen == 2 and module.nonfinite_total == 0
+    assert dtypes and all(d == torch.float32 for d in dtypes)
+    assert torch.isfinite(trainer.callback_metrics["train/loss"])
+
+
+def test_grad_clip_norm_bounds_the_update(tmp_path, patch_loaders):
+    train, _ = patch_loaders
+    module = make_module(stage=1, grad_clip_norm=1e-3, optimizer_g=partial(torch.optim.SGD, lr=1.0))
+    before = torch.cat([p.detach().flatten().clone() for p in module.generator.parameters()])
+    make_trainer(tmp_path, limit_train_batches=1, limit_val_batches=0).fit(module, train)
+    after = torch.cat([p.detach().flatten() for p in module.generator.parameters()])
+    # one SGD step of lr 1 moves the weights by exactly the clipped gradient norm
+    assert float((after - before).norm()) == pytest.approx(1e-3, rel=1e-3)
