@@ -12,16 +12,27 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import torch
-from pytorch_lightning import LightningDataModule
+
+from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+from pytorch_lightning import LightningDataModule, Trainer
 from pytorch_lightning.cli import LightningCLI
 
+from salightning.checkpoint_io import SafeCheckpointIO
 from salightning.module import SRGANModule
 from salightning.weights import MissingWeightsError
 
 #: Exceptions that are the user's to fix: printed as one message, not a traceback.
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, MissingWeightsError, NotADirectoryError, IsADirectoryError)
+
+
+_DESCRIPTION = (
+    "GAN super-resolution with spatially adaptive losses. fit / validate / test take --config files "
+    "and dotted overrides; `salightning predict --help`: super-resolve images, folders and videos "
+    "with a checkpoint (tiled); `salightning export --help`: a checkpoint's generator as plain weights."
+)
 
 
 class SALightningCLI(LightningCLI):
@@ -34,9 +45,26 @@ class SALightningCLI(LightningCLI):
             subclass_mode_data=True,
             auto_configure_optimizers=False,
             save_config_kwargs={"overwrite": True},
+            parser_kwargs={"prog": "salightning", "description": _DESCRIPTION},
             args=args,
             run=run,
         )
+
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        # `salightning predict` is the tiled inference of salightning.predict (dispatched by main),
+        # not Lightning's predict loop: leave the latter out of the help and the parser.
+        commands = LightningCLI.subcommands()
+        del commands["predict"]
+        return commands
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        # Atomic, weights-only checkpoint files unless the config chose its own checkpoint IO.
+        trainer = super().instantiate_trainer(**kwargs)
+        strategy = trainer.strategy
+        if type(strategy.checkpoint_io) is TorchCheckpointIO:
+            strategy.checkpoint_io = SafeCheckpointIO()
+        return trainer
 
     def _check_scales(self) -> None:
         model_scale = getattr(self.model.generator, "scale", None)
@@ -91,6 +119,7 @@ def _export_main(argv: list[str]) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``salightning`` console script and ``python -m salightning``."""
+    from_command_line = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         if argv and argv[0] == "predict":
@@ -98,7 +127,8 @@ def main(argv: list[str] | None = None) -> None:
         elif argv and argv[0] == "export":
             _export_main(argv[1:])
         else:
-            SALightningCLI(args=argv)
+            # LightningCLI warns when given `args` that repeat sys.argv: let it read sys.argv itself.
+            SALightningCLI(args=None if from_command_line else argv)
     except USER_ERRORS as err:
         print(f"salightning: error: {err}", file=sys.stderr)
         raise SystemExit(2) from None

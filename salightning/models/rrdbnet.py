@@ -202,6 +202,10 @@ def _unwrap_state_dict(state: Mapping[str, object], prefix: str = "generator.") 
         state = state["params"]
     elif "state_dict" in state:
         full = state["state_dict"]
+        # A salightning checkpoint with a generator EMA: prefer it, as with BasicSR's params_ema.
+        ema_prefix = prefix.rstrip(".") + "_ema.module."
+        if prefix == "generator." and any(k.startswith(ema_prefix) for k in full):
+            prefix = ema_prefix
         state = {k[len(prefix):]: v for k, v in full.items() if k.startswith(prefix)}
         if not state:
             some = ", ".join(list(full)[:5])
@@ -253,7 +257,8 @@ def convert_esrgan_state_dict(state: Mapping[str, object], prefix: str = "genera
     * BasicSR: ``{"params_ema": ..., "params": ...}``: ``params_ema`` (the EMA weights, the
       ones BasicSR evaluates and releases) is taken when present, else ``params``.
     * Lightning: ``{"state_dict": {"generator.xxx": ...}, ...}``: the keys starting with
-      ``prefix`` (the generator's attribute name in the LightningModule), prefix removed.
+      ``prefix`` (the generator's attribute name in the LightningModule), prefix removed; a
+      salightning checkpoint's EMA generator (``generator_ema.module.xxx``) when it has one.
     * a plain state dict. ``module.`` (DataParallel / DDP / ``AveragedModel``) and
       ``_orig_mod.`` (``torch.compile``) prefixes, and ``AveragedModel``'s ``n_averaged``
       counter, are removed in all cases.
