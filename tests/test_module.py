@@ -273,3 +273,26 @@ def test_grad_clip_norm_bounds_the_update(tmp_path, patch_loaders):
     after = torch.cat([p.detach().flatten() for p in module.generator.parameters()])
     # one SGD step of lr 1 moves the weights by exactly the clipped gradient norm
     assert float((after - before).norm()) == pytest.approx(1e-3, rel=1e-3)
+
+
+def _two_batches(tmp_path, train, **kwargs) -> dict:
+    module = make_module(stage=2, **kwargs)
+    make_trainer(tmp_path, limit_train_batches=2, limit_val_batches=0).fit(module, train)
+    return {k: v.detach().float().contiguous() for k, v in module.generator.state_dict().items()}
+
+
+def test_channels_last_gives_the_same_updates(tmp_path, patch_loaders):
+    train, _ = patch_loaders
+    plain = _two_batches(tmp_path / "a", train)
+    fast = _two_batches(tmp_path / "b", train, channels_last=True)
+    for key in plain:
+        torch.testing.assert_close(fast[key], plain[key], rtol=1e-4, atol=1e-5, msg=key)
+
+
+@pytest.mark.slow
+def test_compiled_generator_gives_the_same_updates(tmp_path, patch_loaders):
+    train, _ = patch_loaders
+    plain = _two_batches(tmp_path / "a", train)
+    fast = _two_batches(tmp_path / "b", train, compile_generator=True)
+    for key in plain:
+        torch.testing.assert_close(fast[key], plain[key], rtol=1e-3, atol=1e-4, msg=key)
