@@ -3,6 +3,11 @@
     salightning fit --config configs/quickstart.yaml
     salightning fit --config configs/sa_esrgan_lv.yaml --trainer.devices 4
     salightning predict --ckpt_path run/checkpoints/best.ckpt --input photo.png --output out/
+    salightning test --ckpt_path a.ckpt b.ckpt --test_sets Set14=data/Set14 Vid4=data/Vid4   # the paper's table
+    salightning test --config configs/sa_esrgan_lv.yaml --ckpt_path best.ckpt             # LightningCLI's test loop
+
+``salightning test`` without ``--config`` (or ``salightning evaluate``) evaluates checkpoints on
+test sets like the paper's tables; with ``--config`` it is LightningCLI's test subcommand.
 
 Networks, losses, edge extractors and optimisers are chosen in the config by ``class_path``,
 so a user's own generator trains with the SA loss without touching the library.
@@ -117,6 +122,10 @@ def _export_main(argv: list[str]) -> None:
     print(f"wrote {export_generator(args.ckpt_path, args.output, use_ema=not args.no_ema).resolve()}")
 
 
+def _has_config(argv: list[str]) -> bool:
+    return any(a == "--config" or a.startswith("--config=") or a in ("-c", "--help", "-h") for a in argv)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``salightning`` console script and ``python -m salightning``."""
     from_command_line = argv is None
@@ -126,6 +135,10 @@ def main(argv: list[str] | None = None) -> None:
             _predict_main(argv[1:])
         elif argv and argv[0] == "export":
             _export_main(argv[1:])
+        elif argv and (argv[0] == "evaluate" or (argv[0] == "test" and not _has_config(argv))):
+            from salightning.evaluate import _evaluate_main
+
+            _evaluate_main(argv[1:])
         else:
             # LightningCLI warns when given `args` that repeat sys.argv: let it read sys.argv itself.
             SALightningCLI(args=None if from_command_line else argv)

@@ -168,7 +168,8 @@ def super_resolve_clip(generator: nn.Module, frames: Tensor, tile: int = 256, ov
             idx = [reflect_index(t + d, frames.shape[0]) for d in range(-k, k + 1)]
             x = frames[idx].to(device)
             if getattr(generator, "input_upsampled", False):
-                x = imresize(x, scale).clamp(0, 1)
+                # 8-bit levels, as the video datamodule feeds them in training
+                x = (imresize(x, scale).clamp(0, 1) * 255).round() / 255
             x = x.unsqueeze(0)
         outputs.append(tiled_forward(generator, x, tile, overlap).clamp(0, 1)[0].cpu())
     return torch.stack(outputs)
