@@ -176,6 +176,8 @@ class SRGANModule(pl.LightningModule):
         self._calib_sa_unit = 0.0
         self._calib_count = 0
         self.sa_calibrated = sa_target_share is None
+        # Validation / test means (torchmetrics states: not saved in checkpoints).
+        self.eval_metrics = nn.ModuleDict({"val": nn.ModuleDict(), "test": nn.ModuleDict()})
         # Under LightningCLI the hyper-parameters are the config (class paths, plain values), which
         # lets load_from_checkpoint and salightning.predict rebuild the networks; from Python they
         # are the objects themselves, which belong in the state dict, not pickled into hparams.
@@ -396,16 +398,28 @@ class SRGANModule(pl.LightningModule):
         sr = self.inference_generator()(lr)
         edge_map = self.pixel_loss.edge_map(hr)
         g = self.generator_losses(sr, hr, edge_map)
-        batch_size = hr.shape[0]
-        self.log(f"{prefix}/loss", g["total"], on_epoch=True, sync_dist=True, batch_size=batch_size, prog_bar=prefix == "val")
-        for k in ("pixel", "pixel_sa", "perceptual", "adversarial"):
-            if k in g:
-                self.log(f"{prefix}/{k}", g[k], on_epoch=True, sync_dist=True, batch_size=batch_size)
+        n = hr.shape[0]
         sr_img = sr.clamp(0, 1)
-        crop = self.scale
         y = self.metric_y_channel and hr.shape[1] == 3
-        self.log(f"{prefix}/psnr", metrics.psnr(sr_img, hr, crop_border=crop, y_channel=y).mean(), on_epoch=True, sync_dist=True, batch_size=batch_size, prog_bar=prefix == "val")
-        self.log(f"{prefix}/ssim", metrics.ssim(sr_img, hr, crop_border=crop, y_channel=y).mean(), on_epoch=True, sync_dist=True, batch_size=batch_size)
+        values = {"loss": g["total"].detach().expand(n)}
+        values.update({k: g[k].detach().expand(n) for k in ("pixel", "pixel_sa", "perceptual", "adversarial") if k in g})
+        values["psnr"] = metrics.psnr(sr_img, hr, crop_border=self.scale, y_channel=y)
+        values["ssim"] = metrics.ssim(sr_img, hr, crop_border=self.scale, y_channel=y)
+        # Per-image sums and counts, all-reduced once per epoch: exact means under DDP, where
+        # processes may hold different numbers of images (the datamodules never pad with repeats).
+        means = self.eval_metrics[prefix]
+        for name, value in values.items():
+            if name not in means:
+                means[name] = metrics.PerImageMean().to(self.device)
+            means[name].update(value)
+            self.log(
+                f"{prefix}/{name}",
+                means[name],
+                on_epoch=True,
+                batch_size=n,
+                metric_attribute=f"eval_metrics.{prefix}.{name}",
+                prog_bar=prefix == "val" and name in ("loss", "psnr"),
+            )
         return sr_img
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:

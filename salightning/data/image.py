@@ -501,11 +501,23 @@ class _BaseSRDataModule(pl.LightningDataModule):
         sampler = EpochSampler(num_items, length, self.seed)
         return self._loader(dataset, self.batch_size, sampler, drop_last=True)
 
+    def _eval_sampler(self, dataset: Dataset) -> Sampler | None:
+        # Under DDP, each image is evaluated by exactly one process: Lightning's default
+        # DistributedSampler would pad with repeats and bias the metrics. A DistributedSampler
+        # subclass is left in place by Lightning.
+        if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
+            from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
+
+            return UnrepeatedDistributedSampler(dataset, shuffle=False)
+        return None
+
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self._dataset("val"), self.val_batch_size, None, drop_last=False)
+        dataset = self._dataset("val")
+        return self._loader(dataset, self.val_batch_size, self._eval_sampler(dataset), drop_last=False)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self._dataset("test"), self.val_batch_size, None, drop_last=False)
+        dataset = self._dataset("test")
+        return self._loader(dataset, self.val_batch_size, self._eval_sampler(dataset), drop_last=False)
 
     def predict_dataloader(self) -> DataLoader:
         return self.test_dataloader()
