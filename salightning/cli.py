@@ -23,7 +23,7 @@ import torch
 
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning import LightningDataModule, Trainer
-from pytorch_lightning.cli import LightningCLI
+from pytorch_lightning.cli import LightningCLI, SaveConfigCallback
 
 from salightning.checkpoint_io import SafeCheckpointIO
 from salightning.module import SRGANModule
@@ -40,6 +40,19 @@ _DESCRIPTION = (
 )
 
 
+class SaveConfigEverywhere(SaveConfigCallback):
+    """Save the resolved config as ``config.yaml`` in the run folder and, for experiment
+    trackers such as W&B, as the ``config`` hyper-parameter of the run (rank 0 only)."""
+
+    def save_config(self, trainer: Trainer, pl_module: Any, stage: str) -> None:
+        import yaml
+
+        config = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
+        for logger in trainer.loggers:
+            if type(logger).__name__ == "WandbLogger":
+                logger.log_hyperparams({"config": config})
+
+
 class SALightningCLI(LightningCLI):
     """LightningCLI with salightning's defaults (manual optimisation, re-runnable config saving)."""
 
@@ -49,6 +62,7 @@ class SALightningCLI(LightningCLI):
             LightningDataModule,
             subclass_mode_data=True,
             auto_configure_optimizers=False,
+            save_config_callback=SaveConfigEverywhere,
             save_config_kwargs={"overwrite": True},
             parser_kwargs={"prog": "salightning", "description": _DESCRIPTION},
             args=args,

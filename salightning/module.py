@@ -23,8 +23,8 @@ milestones, ``max_batches`` and the SA-β calibration are counted in batches.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
@@ -35,6 +35,7 @@ from torch.optim import Adam, Optimizer
 from torch.optim.lr_scheduler import MultiStepLR
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+import salightning
 from salightning import metrics
 from salightning.losses import AdversarialLoss, SAPixelLoss, total_variation
 from salightning.models import load_pretrained
@@ -48,6 +49,15 @@ OptimizerCallable = Callable[[Iterable], Optimizer]
 
 class TrainingDiverged(RuntimeError):
     """Too many consecutive non-finite losses: the run stops, earlier checkpoints stay intact."""
+
+
+def _resolve_package_path(path: str, option: str) -> Path:
+    """``package:assets/x.pth`` names a file shipped inside salightning (so configs work from
+    any folder); any other value is an ordinary path."""
+    p = Path(salightning.__file__).parent / path[len("package:") :] if path.startswith("package:") else Path(path).expanduser()
+    if not p.is_file():
+        raise FileNotFoundError(f"{option}: file {str(p)!r} does not exist")
+    return p
 
 
 def _default_adam(params: Iterable) -> Optimizer:
@@ -80,7 +90,8 @@ class SRGANModule(pl.LightningModule):
             over the first ``sa_calibration_batches`` batches, then frozen (saved in checkpoints).
         sa_calibration_batches: number of batches measured for ``sa_target_share``.
         pretrained_generator: checkpoint to initialise the generator from (a stage-1 Lightning
-            checkpoint, or the ESRGAN authors' / BasicSR's released files).
+            checkpoint, or the ESRGAN authors' / BasicSR's released files); ``package:...``
+            names a file shipped inside salightning (``package:assets/quickstart_psnr_x4.pth``).
         grad_clip_norm: clip each network's gradient norm to this value (Trainer's clipping
             flags raise in manual optimisation, so the module clips).
         max_nonfinite_in_a_row: a non-finite loss skips the batch; this many in a row stop the run.
@@ -162,7 +173,7 @@ class SRGANModule(pl.LightningModule):
         self.compile_generator = compile_generator
 
         if pretrained_generator is not None:
-            load_pretrained(self.generator, pretrained_generator)
+            load_pretrained(self.generator, _resolve_package_path(pretrained_generator, "pretrained_generator"))
         self.generator_ema: AveragedModel | None = None
         if ema_decay is not None:
             self.generator_ema = AveragedModel(self.generator, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)

@@ -8,6 +8,7 @@ context as untiled inference up to ``overlap / 2`` input pixels on each side.
 from __future__ import annotations
 
 import os
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -234,6 +235,10 @@ def predict_path(
         return written
     else:
         files = list_images(src, option="--input")
+        stems = Counter(p.stem for p in files)
+        clashes = sorted(p.name for p in files if stems[p.stem] > 1)
+        if clashes:
+            raise ValueError(f"--input {str(src)!r}: {', '.join(clashes)} would all be written to the same output PNG; rename or move them")
     for path in files:
         lr = read_image(path).unsqueeze(0).to(device)
         sr = tiled_forward(generator, lr, tile, overlap).clamp(0, 1)[0]
