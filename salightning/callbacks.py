@@ -86,7 +86,10 @@ class ValidationPanels(pl.Callback):
         path = out_dir / f"epoch{trainer.current_epoch:03d}_batch{getattr(pl_module, 'batches_seen', trainer.global_step):07d}.png"
         from torchvision.utils import save_image
 
-        save_image(panel, path)
+        try:
+            save_image(panel, path)
+        except OSError as err:
+            raise OSError(err.errno, f"could not write validation panel {path} ({err.strerror or err}); checkpoints written so far are intact") from err
         self.last_path = path
         for logger in trainer.loggers:
             if type(logger).__name__ == "WandbLogger":

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -10,16 +12,65 @@ import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
 
+class _WriteErrorRecorder:
+    """A file wrapper that remembers the ``OSError`` of a failed write.
+
+    ``torch.save`` writes through its C++ zip writer, which turns a failing ``write`` (a full
+    disk) into ``RuntimeError: ... unexpected pos ...`` and drops the errno."""
+
+    def __init__(self, file: Any) -> None:
+        self._file = file
+        self.error: OSError | None = None
+
+    def write(self, data: Any) -> int:
+        try:
+            return self._file.write(data)
+        except OSError as err:
+            self.error = err
+            raise
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._file, name)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def _fsync_dir(folder: Path) -> None:
+    # Makes the rename itself durable (a power cut after os.replace keeps the new name).
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems cannot fsync a folder; the rename is still atomic
+    finally:
+        os.close(fd)
+
+
 class SafeCheckpointIO(TorchCheckpointIO):
     """Lightning checkpoint IO with three guarantees for local files.
 
-    * **Atomic writes**: the checkpoint is written to a temporary file in the same folder,
-      flushed to disk (``fsync``) and renamed over the target, so a kill at any moment leaves
-      either the previous file or the new one, never a truncated ``last.ckpt``.
+    * **Atomic writes**: the checkpoint is written to a temporary file in the same folder
+      (``.<name>.<pid>.tmp``: never matched by ``--ckpt_path last``), flushed to disk (``fsync``)
+      and renamed over the target, so a kill at any moment leaves either the previous file or
+      the new one, never a truncated ``last.ckpt``. Temporary files left by killed writers are
+      removed by the next successful checkpoint write in the same folder.
     * **Clear disk errors**: a failed write (disk full, permissions) removes the temporary file
-      and raises an ``OSError`` naming the checkpoint; files written earlier are untouched.
+      and raises an ``OSError`` naming the checkpoint, with the errno of the failure (``ENOSPC``
+      for a full disk); files written earlier are untouched.
     * **No code execution on load**: files are read with ``torch.load(weights_only=True)``;
-      a corrupt or foreign file raises a ``ValueError`` naming it.
+      a file that holds other Python objects is refused, and a corrupt or foreign file raises a
+      ``ValueError`` naming it.
 
     Remote paths (``s3://`` etc.) fall back to Lightning's own implementation.
     """
@@ -30,28 +81,71 @@ class SafeCheckpointIO(TorchCheckpointIO):
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        recorder: _WriteErrorRecorder | None = None
         try:
             with open(tmp, "wb") as f:
-                torch.save(checkpoint, f)
+                recorder = _WriteErrorRecorder(f)
+                torch.save(checkpoint, recorder)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, target)
-        except OSError as err:
+        except BaseException as err:
             tmp.unlink(missing_ok=True)
-            raise OSError(
-                err.errno, f"could not write checkpoint {target} ({err.strerror or err}); earlier checkpoints are intact"
-            ) from err
+            cause = err if isinstance(err, OSError) else (recorder.error if recorder is not None else None)
+            if cause is None:
+                raise  # not an I/O failure (e.g. an unpicklable object, KeyboardInterrupt)
+            code = cause.errno if cause.errno is not None else errno.EIO
+            reason = cause.strerror or str(cause)
+            raise OSError(code, f"could not write checkpoint {target} ({reason}); earlier checkpoints are intact") from err
+        _fsync_dir(target.parent)
+        self._remove_stale_temporaries(target.parent)
+
+    @staticmethod
+    def _remove_stale_temporaries(folder: Path) -> None:
+        """Delete ``.<name>.<pid>.tmp`` files in ``folder`` whose writer no longer runs (killed mid-write)."""
+        for leftover in folder.glob(".*.tmp"):
+            pid = leftover.name[: -len(".tmp")].rpartition(".")[2]
+            if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+                leftover.unlink(missing_ok=True)
 
     def load_checkpoint(self, path: str | os.PathLike, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
         if "://" in str(path):
             return super().load_checkpoint(path, map_location=map_location, weights_only=True)
-        p = Path(path)
-        if not p.is_file():
-            raise FileNotFoundError(f"checkpoint {str(p)!r} does not exist")
-        try:
-            checkpoint = torch.load(p, map_location=map_location or "cpu", weights_only=True)
-        except Exception as err:
-            raise ValueError(f"checkpoint {str(p)!r} is corrupt, truncated or not a plain Lightning checkpoint: {err}") from err
-        if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-            raise ValueError(f"checkpoint {str(p)!r} is not a Lightning checkpoint (no 'state_dict')")
-        return checkpoint
+        return load_checkpoint_file(path, map_location=map_location)
+
+
+def load_checkpoint_file(path: str | os.PathLike, map_location: Any = None) -> dict[str, Any]:
+    """Read a Lightning checkpoint without executing code from it.
+
+    Args:
+        path: a local ``.ckpt`` file.
+        map_location: as for ``torch.load`` (default: CPU).
+
+    Returns:
+        the checkpoint dict (it has a ``"state_dict"``).
+
+    Raises:
+        FileNotFoundError: naming the file, when it does not exist.
+        ValueError: naming the file, when it holds Python objects that loading would execute
+            (refused), is corrupt or truncated, or is not a Lightning checkpoint.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"checkpoint {str(p)!r} does not exist")
+    try:
+        checkpoint = torch.load(p, map_location=map_location or "cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "weights only load failed" in str(err).lower():
+            # torch's message is long; its line naming the refused global is the useful one
+            culprit = next((line.strip() for line in str(err).splitlines() if "GLOBAL" in line), "")
+            raise ValueError(
+                f"checkpoint {str(p)!r} was refused: it holds Python objects other than tensors and plain "
+                "containers, and loading them could run code from the file (salightning reads "
+                f"checkpoints with weights_only=True only). {culprit}"
+            ) from err
+        raise ValueError(f"checkpoint {str(p)!r} is corrupt, truncated or not a checkpoint ({type(err).__name__}: {err})") from err
+    except Exception as err:
+        raise ValueError(f"checkpoint {str(p)!r} is corrupt, truncated or not a checkpoint ({type(err).__name__}: {err})") from err
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise ValueError(f"checkpoint {str(p)!r} is not a Lightning checkpoint (no 'state_dict')")
+    return checkpoint

@@ -25,7 +25,7 @@ from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning import LightningDataModule, Trainer
 from pytorch_lightning.cli import LightningCLI, SaveConfigCallback
 
-from salightning.checkpoint_io import SafeCheckpointIO
+from salightning.checkpoint_io import SafeCheckpointIO, load_checkpoint_file
 from salightning.module import SRGANModule
 from salightning.weights import MissingWeightsError
 
@@ -85,6 +85,15 @@ class SALightningCLI(LightningCLI):
             strategy.checkpoint_io = SafeCheckpointIO()
         return trainer
 
+    def _parse_ckpt_path(self) -> None:
+        # Lightning reads --ckpt_path here, before the Trainer and SafeCheckpointIO exist, and lets
+        # torch.load's raw error escape: check the file first, for one message naming it.
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if ckpt_path and Path(ckpt_path).is_file():
+            load_checkpoint_file(ckpt_path)
+        super()._parse_ckpt_path()
+
     def _check_scales(self) -> None:
         model_scale = getattr(self.model.generator, "scale", None)
         data_scale = getattr(self.datamodule, "scale", None)
@@ -140,6 +149,21 @@ def _has_config(argv: list[str]) -> bool:
     return any(a == "--config" or a.startswith("--config=") or a in ("-c", "--help", "-h") for a in argv)
 
 
+def _check_config_files(argv: list[str]) -> None:
+    """Raise ValueError naming a ``--config`` file that is not valid YAML (jsonargparse's message
+    names no file)."""
+    import yaml
+
+    paths = [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg in ("--config", "-c")]
+    paths += [arg.partition("=")[2] for arg in argv if arg.startswith("--config=")]
+    for path in paths:
+        if Path(path).is_file():
+            try:
+                yaml.safe_load(Path(path).read_text())
+            except yaml.YAMLError as err:
+                raise ValueError(f"--config {path}: not valid YAML: {err}") from None
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``salightning`` console script and ``python -m salightning``."""
     from_command_line = argv is None
@@ -154,6 +178,7 @@ def main(argv: list[str] | None = None) -> None:
 
             _evaluate_main(argv[1:])
         else:
+            _check_config_files(argv)
             # LightningCLI warns when given `args` that repeat sys.argv: let it read sys.argv itself.
             SALightningCLI(args=None if from_command_line else argv)
     except USER_ERRORS as err:

@@ -47,6 +47,35 @@ _NETWORK_ARGS = ["generator", "discriminator", "pixel_loss", "adversarial_loss",
 OptimizerCallable = Callable[[Iterable], Optimizer]
 
 
+def _rng_states() -> dict[str, Any]:
+    """The global RNG states (torch, CUDA, numpy, Python) in types ``torch.load(weights_only=True)`` reads."""
+    import random
+
+    import numpy as np
+
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached),
+        "python": random.getstate(),
+    }
+
+
+def _set_rng_states(states: dict[str, Any]) -> None:
+    import random
+
+    import numpy as np
+
+    torch.set_rng_state(states["torch"])
+    if states["cuda"] and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(states["cuda"])
+    kind, keys, pos, has_gauss, cached = states["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    version, internal, gauss = states["python"]
+    random.setstate((version, tuple(internal), gauss))
+
+
 class TrainingDiverged(RuntimeError):
     """Too many consecutive non-finite losses: the run stops, earlier checkpoints stay intact."""
 
@@ -310,11 +339,22 @@ class SRGANModule(pl.LightningModule):
                 "learning rate, check the data for NaN/Inf, or enable grad_clip_norm."
             )
 
-    def _step(self, optimizer: Any) -> None:
+    def _step(self, optimizer: Any) -> bool:
+        """Clip and step; False (no step, gradients dropped) when a gradient holds NaN/Inf.
+
+        A non-finite loss gives non-finite gradients, and a finite loss can too (overflow in
+        backward); one Adam step with them makes every weight NaN. Under fp16 AMP the GradScaler
+        already skips such steps. One fused norm and one host sync per optimizer step."""
         if self.grad_clip_norm is not None:
             self.clip_gradients(optimizer, gradient_clip_val=self.grad_clip_norm, gradient_clip_algorithm="norm")
+        if getattr(self.trainer.precision_plugin, "scaler", None) is None:
+            grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+            if grads and not self._all_finite(torch.nn.utils.get_total_norm(grads, foreach=grads[0].device.type != "cpu")):
+                optimizer.zero_grad(set_to_none=True)
+                return False
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        return True
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         lr, hr = self._memory_format(batch["lr"]), self._memory_format(batch["hr"])
@@ -331,29 +371,24 @@ class SRGANModule(pl.LightningModule):
         self.toggle_optimizer(opt_g)
         sr = self.generator(lr)
         g = self.generator_losses(sr, hr, edge_map)
-        if not self._all_finite(g["total"]):
-            self.untoggle_optimizer(opt_g)
-            opt_g.zero_grad(set_to_none=True)
-            self._skip_nonfinite("generator loss")
+        self.manual_backward(g["total"])
+        stepped = self._step(opt_g)
+        self.untoggle_optimizer(opt_g)
+        if not stepped:
+            self._skip_nonfinite("generator loss or gradient")
             self._after_batch()
             return
-        self.manual_backward(g["total"])
-        self._step(opt_g)
-        self.untoggle_optimizer(opt_g)
 
         d: dict[str, Tensor] = {}
         if self.is_gan:
             self.toggle_optimizer(opt_d)
             d = self.discriminator_losses(sr, hr, g["d_fake_logit_g"])
-            if self._all_finite(d["d_real"], d["d_fake"]):
-                self._step(opt_d)
-            else:
-                opt_d.zero_grad(set_to_none=True)
-                self.untoggle_optimizer(opt_d)
-                self._skip_nonfinite("discriminator loss")
+            stepped = self._step(opt_d)
+            self.untoggle_optimizer(opt_d)
+            if not stepped:
+                self._skip_nonfinite("discriminator loss or gradient")
                 self._after_batch()
                 return
-            self.untoggle_optimizer(opt_d)
 
         self.nonfinite_in_a_row = 0
         if self.generator_ema is not None:
@@ -459,6 +494,7 @@ class SRGANModule(pl.LightningModule):
             "nonfinite_total": self.nonfinite_total,
             "sa_calibrated": self.sa_calibrated,
             "calibration": (self._calib_rest, self._calib_sa_unit, self._calib_count),
+            "rng_states": _rng_states(),
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -469,6 +505,14 @@ class SRGANModule(pl.LightningModule):
         self.nonfinite_total = int(state["nonfinite_total"])
         self.sa_calibrated = bool(state["sa_calibrated"])
         self._calib_rest, self._calib_sa_unit, self._calib_count = state["calibration"]
+        # Applied when training starts, so loading a checkpoint for inference leaves the RNGs alone.
+        self._rng_states_to_restore = state.get("rng_states")
+
+    def on_fit_start(self) -> None:
+        # after the checkpoint is restored and before the first DataLoader iterator draws a seed
+        if getattr(self, "_rng_states_to_restore", None) is not None:
+            _set_rng_states(self._rng_states_to_restore)
+            self._rng_states_to_restore = None
 
     def on_train_start(self) -> None:
         if self.max_batches is not None and self.batches_seen >= self.max_batches:

@@ -9,6 +9,9 @@ import pytest
 import torch
 
 os.environ.setdefault("WANDB_MODE", "disabled")
+# pytest-xdist runs 2 workers on 2 cores: one thread each, inherited by CLI subprocesses too
+# (oversubscribed OpenMP threads made GAN steps up to 8x slower here).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 torch.set_num_threads(1)
 
 PHOTO_NAMES = ["astronaut", "chelsea", "coffee", "rocket", "motorcycle_left", "hubble_deep_field", "ihc"]
