@@ -82,3 +82,49 @@ def test_ddp_two_process_stage2_ranks_agree(tmp_path):
         torch.testing.assert_close(r0[key], r1[key], rtol=0, atol=0, msg=f"ranks differ on {key}")
     # the auto-calibrated SA beta is the same on both ranks and non-zero
     assert float(r0["pixel_loss.beta"]) > 0
+
+
+VALIDATE_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    import pytorch_lightning as pl
+    import torch
+
+    from salightning.data import ImageSRDataModule
+    from salightning.losses import SAPixelLoss
+    from salightning.models import RRDBNet
+    from salightning.module import SRGANModule
+
+    torch.set_num_threads(1)
+    pl.seed_everything(0)
+    module = SRGANModule(generator=RRDBNet(num_features=8, num_blocks=1, growth_channels=4, scale=4), pixel_loss=SAPixelLoss())
+    data = ImageSRDataModule(train_hr={val!r}, val_hr={val!r}, scale=4, patch_size=32, batch_size=1, num_workers=0, eval_patch_size=64)
+    devices = int(sys.argv[1])
+    trainer = pl.Trainer(accelerator="cpu", devices=devices, strategy="ddp" if devices > 1 else "auto", logger=False, enable_progress_bar=False, enable_model_summary=False)
+    (metrics,) = trainer.validate(module, datamodule=data)
+    if trainer.global_rank == 0:
+        torch.save({{k: float(v) for k, v in metrics.items()}}, {out!r} + f"/val{{devices}}.pt")
+    """
+)
+
+
+@pytest.mark.slow
+def test_ddp_validation_means_are_exact_with_an_odd_number_of_images(tmp_path, photos):
+    """3 validation images on 2 processes: a padding DistributedSampler would count one twice."""
+    from torchvision.utils import save_image
+
+    val = tmp_path / "val"
+    val.mkdir()
+    for i, p in enumerate(photos[:3]):
+        save_image(p[:, :128, :128], val / f"img{i}.png")
+    script = tmp_path / "ddp_validate.py"
+    script.write_text(VALIDATE_SCRIPT.format(val=str(val), out=str(tmp_path)))
+    env = dict(os.environ, WANDB_MODE="disabled", OMP_NUM_THREADS="1")
+    for devices in ("1", "2"):
+        proc = subprocess.run([sys.executable, str(script), devices], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-4000:]
+    single = torch.load(tmp_path / "val1.pt")
+    ddp = torch.load(tmp_path / "val2.pt")
+    assert single.keys() == ddp.keys() and "val/psnr" in single
+    for key in single:
+        assert ddp[key] == pytest.approx(single[key], rel=1e-6, abs=1e-9), key
