@@ -61,7 +61,7 @@ class SafeCheckpointIO(TorchCheckpointIO):
     """Lightning checkpoint IO with three guarantees for local files.
 
     * **Atomic writes**: the checkpoint is written to a temporary file in the same folder
-      (``.<name>.<pid>.tmp``: never matched by ``--ckpt_path last``), flushed to disk (``fsync``)
+      (``.partial-write.<pid>.tmp``: never matched by ``--ckpt_path last`` or HPC resume), flushed to disk (``fsync``)
       and renamed over the target, so a kill at any moment leaves either the previous file or
       the new one, never a truncated ``last.ckpt``. Temporary files left by killed writers are
       removed by the next successful checkpoint write in the same folder.
@@ -80,7 +80,9 @@ class SafeCheckpointIO(TorchCheckpointIO):
             return super().save_checkpoint(checkpoint, path, storage_options)
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        # No "ckpt" in the name: Lightning's HPC resume parses version numbers out of any file
+        # name containing "hpc_ckpt_", and --ckpt_path last globs for *.ckpt.
+        tmp = target.with_name(f".partial-write.{os.getpid()}.tmp")
         recorder: _WriteErrorRecorder | None = None
         try:
             with open(tmp, "wb") as f:
@@ -102,7 +104,7 @@ class SafeCheckpointIO(TorchCheckpointIO):
 
     @staticmethod
     def _remove_stale_temporaries(folder: Path) -> None:
-        """Delete ``.<name>.<pid>.tmp`` files in ``folder`` whose writer no longer runs (killed mid-write)."""
+        """Delete ``.partial-write.<pid>.tmp`` files in ``folder`` whose writer no longer runs (killed mid-write)."""
         for leftover in folder.glob(".*.tmp"):
             pid = leftover.name[: -len(".tmp")].rpartition(".")[2]
             if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):

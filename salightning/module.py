@@ -339,19 +339,24 @@ class SRGANModule(pl.LightningModule):
                 "learning rate, check the data for NaN/Inf, or enable grad_clip_norm."
             )
 
-    def _step(self, optimizer: Any) -> bool:
-        """Clip and step; False (no step, gradients dropped) when a gradient holds NaN/Inf.
+    def _step(self, optimizer: Any, loss: Tensor) -> bool:
+        """Clip and step; False (no step, gradients dropped) when the step would be non-finite.
 
         A non-finite loss gives non-finite gradients, and a finite loss can too (overflow in
-        backward); one Adam step with them makes every weight NaN. Under fp16 AMP the GradScaler
-        already skips such steps. One fused norm and one host sync per optimizer step."""
+        backward); one Adam step with them makes every weight NaN. So the gradient norm is
+        checked (one fused norm, one host sync). Under fp16 AMP the GradScaler skips steps with
+        overflowing gradients by itself; there the loss is checked, so that NaN losses are still
+        counted and never reach the EMA or the beta calibration."""
         if self.grad_clip_norm is not None:
             self.clip_gradients(optimizer, gradient_clip_val=self.grad_clip_norm, gradient_clip_algorithm="norm")
-        if getattr(self.trainer.precision_plugin, "scaler", None) is None:
+        if getattr(self.trainer.precision_plugin, "scaler", None) is not None:
+            finite = self._all_finite(loss)
+        else:
             grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-            if grads and not self._all_finite(torch.nn.utils.get_total_norm(grads, foreach=grads[0].device.type != "cpu")):
-                optimizer.zero_grad(set_to_none=True)
-                return False
+            finite = not grads or self._all_finite(torch.nn.utils.get_total_norm(grads, foreach=grads[0].device.type != "cpu"))
+        if not finite:
+            optimizer.zero_grad(set_to_none=True)
+            return False
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         return True
@@ -370,9 +375,15 @@ class SRGANModule(pl.LightningModule):
 
         self.toggle_optimizer(opt_g)
         sr = self.generator(lr)
+        # D in train mode updates its BatchNorm statistics with sr: check sr first.
+        if self.is_gan and not self._all_finite(sr):
+            self.untoggle_optimizer(opt_g)
+            self._skip_nonfinite("generator output")
+            self._after_batch()
+            return
         g = self.generator_losses(sr, hr, edge_map)
         self.manual_backward(g["total"])
-        stepped = self._step(opt_g)
+        stepped = self._step(opt_g, g["total"])
         self.untoggle_optimizer(opt_g)
         if not stepped:
             self._skip_nonfinite("generator loss or gradient")
@@ -383,7 +394,7 @@ class SRGANModule(pl.LightningModule):
         if self.is_gan:
             self.toggle_optimizer(opt_d)
             d = self.discriminator_losses(sr, hr, g["d_fake_logit_g"])
-            stepped = self._step(opt_d)
+            stepped = self._step(opt_d, d["d_real"] + d["d_fake"])
             self.untoggle_optimizer(opt_d)
             if not stepped:
                 self._skip_nonfinite("discriminator loss or gradient")

@@ -295,3 +295,29 @@ def test_compiled_generator_gives_the_same_updates(tmp_path, patch_loaders):
     fast = _two_batches(tmp_path / "b", train, compile_generator=True)
     for key in plain:
         torch.testing.assert_close(fast[key], plain[key], rtol=1e-3, atol=1e-4, msg=key)
+
+
+def test_nonfinite_loss_from_finite_input_is_skipped(tmp_path, patch_loaders):
+    """A generator that outputs NaN on one batch (finite input): the batch is skipped, counted,
+    and neither the weights, the EMA nor the discriminator's statistics are touched by it."""
+    train, _ = patch_loaders
+    module = make_module(stage=2, ema_decay=0.5)
+    calls = {"n": 0}
+
+    def poison(_module, _inputs, output):
+        calls["n"] += 1
+        return output * float("nan") if calls["n"] == 2 else output
+
+    module.generator.register_forward_hook(poison)
+    snapshots = []
+
+    class Snapshot(pl.Callback):
+        def on_train_batch_end(self, trainer, pl_module, *args):
+            snapshots.append([p.detach().clone() for p in pl_module.generator_ema.parameters()])
+
+    make_trainer(tmp_path, limit_train_batches=3, limit_val_batches=0, callbacks=[Snapshot()]).fit(module, train)
+    assert module.nonfinite_total == 1 and module.batches_seen == 3
+    for a, b in zip(snapshots[0], snapshots[1]):  # batch 2 skipped: EMA unchanged
+        assert torch.equal(a, b)
+    assert all(torch.isfinite(p).all() for p in module.generator.parameters())
+    assert all(torch.isfinite(b).all() for b in module.discriminator.buffers() if b.is_floating_point())

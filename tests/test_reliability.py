@@ -503,7 +503,7 @@ def test_sigkill_during_a_checkpoint_write(tmp_path, existing):
         finally:
             _kill_if_running(writer)
     (partial,) = _temporaries(folder)  # the half-written file the kill left behind...
-    assert partial.name == f".last.ckpt.{writer.pid}.tmp" and int(flag.read_text()) <= partial.stat().st_size < 32 * 2**20
+    assert partial.name == f".partial-write.{writer.pid}.tmp" and int(flag.read_text()) <= partial.stat().st_size < 32 * 2**20
     with pytest.raises(ValueError, match="corrupt"):
         load_checkpoint_file(partial)
     # ...never under the checkpoint's name: the previous last.ckpt, intact, or none at all.
