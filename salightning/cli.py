@@ -104,6 +104,27 @@ class SALightningCLI(LightningCLI):
 
     def before_fit(self) -> None:
         self._check_scales()
+        self._continue_wandb_run()
+
+    def _continue_wandb_run(self) -> None:
+        """On resume, log to the W&B run the checkpoint was written by (unless an id was given)."""
+        from salightning.checkpoint_io import load_checkpoint_file
+        from salightning.loggers import WandbLogger
+
+        loggers = [lg for lg in self.trainer.loggers if isinstance(lg, WandbLogger)]
+        ckpt_path = self.config_init[self.subcommand].get("ckpt_path")
+        if not loggers or not ckpt_path:
+            return
+        path = Path(ckpt_path)
+        if ckpt_path == "last" and self.trainer.checkpoint_callback is not None and self.trainer.checkpoint_callback.dirpath:
+            candidates = sorted(Path(self.trainer.checkpoint_callback.dirpath).glob("last*.ckpt"), key=lambda p: p.stat().st_mtime)
+            path = candidates[-1] if candidates else path
+        if not path.is_file():
+            return
+        run_id = load_checkpoint_file(path).get("salightning", {}).get("wandb_run_id")
+        if run_id:
+            for logger in loggers:
+                logger.resume_run(run_id)
 
     def before_validate(self) -> None:
         self._check_scales()

@@ -137,6 +137,15 @@ class WandbLogger(_LightningWandbLogger):
             del self._wandb_init["anonymous"]  # wandb warns about the key even when it is None
         self._announce(reason, dropped)
 
+    def resume_run(self, run_id: str) -> bool:
+        """Continue the W&B run ``run_id`` (from a checkpoint) unless the user named a run or the
+        run has already started; returns whether it will."""
+        if self._id is not None or self._experiment is not None:
+            return False
+        self._id = run_id
+        self._wandb_init.update(id=run_id, resume="allow")
+        return True
+
     @rank_zero_only
     def _announce(self, reason: str, dropped_log_model: bool) -> None:
         if self.disabled:

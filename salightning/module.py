@@ -507,6 +507,10 @@ class SRGANModule(pl.LightningModule):
             "calibration": (self._calib_rest, self._calib_sa_unit, self._calib_count),
             "rng_states": _rng_states(),
         }
+        # So that `--ckpt_path` also continues the same W&B run (see SALightningCLI.before_fit).
+        for logger in self.trainer.loggers:
+            if type(logger).__name__ == "WandbLogger" and logger.version is not None:
+                checkpoint["salightning"]["wandb_run_id"] = str(logger.version)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("salightning")

@@ -161,3 +161,15 @@ def test_trains_with_the_module_and_the_panels_callback(clean_env, tmp_path, mon
     panels = list((tmp_path / "runs").glob("**/samples/*.png"))
     assert panels, list((tmp_path / "runs").rglob("*"))
     assert os.environ["WANDB_MODE"] == "disabled"
+
+
+def test_resume_run_adopts_a_checkpoints_run_id_only_when_none_was_given(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    from salightning.loggers import WandbLogger
+
+    fresh = WandbLogger(save_dir=str(tmp_path))
+    assert fresh.resume_run("abc123")
+    assert fresh.version == "abc123" and fresh._wandb_init["id"] == "abc123" and fresh._wandb_init["resume"] == "allow"
+    named = WandbLogger(save_dir=str(tmp_path), id="mine")
+    assert not named.resume_run("abc123")
+    assert named.version == "mine"

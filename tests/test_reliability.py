@@ -834,12 +834,6 @@ def test_wandb_logger_resumes_a_run_given_its_id(tmp_path):
     assert logger.version == "run123"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="the W&B run id is not written to checkpoints, so `--ckpt_path` cannot continue the same "
-    "W&B run by itself (the user must pass --trainer.logger.init_args.id)",
-)
 def test_checkpoint_records_the_wandb_run_id(tmp_path, patch_loaders):
     import wandb
 
