@@ -78,3 +78,27 @@ def patch_loaders(photos):
     train = DataLoader(PhotoPatches(photos, n=16, seed=0), batch_size=4, shuffle=False)
     val = DataLoader(PhotoPatches(photos, n=4, seed=1), batch_size=4)
     return train, val
+
+
+def save_png(image: torch.Tensor, path) -> None:
+    """(3, H, W) in [0, 1] -> 8-bit PNG (parent folders created)."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray((image.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()).save(path)
+
+
+def run_main(argv: list, capsys) -> tuple[int, str, str]:
+    """(exit code, stdout, stderr) of ``salightning <argv>`` run in this process."""
+    from salightning.cli import main
+
+    try:
+        main([str(a) for a in argv])
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err

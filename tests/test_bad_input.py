@@ -22,11 +22,11 @@ import pytest
 import torch
 import yaml
 from PIL import Image
+from conftest import save_png
 from test_reliability import (
     TINY_GENERATOR,
     fit_style_checkpoint,
     make_project,
-    save_png,
     tiny_config,
     tree_digest,
     write_config,

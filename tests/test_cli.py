@@ -20,6 +20,8 @@ import torch
 import yaml
 from PIL import Image
 
+from conftest import run_main, save_png
+
 from salightning.cli import main
 from salightning.metrics import psnr
 from salightning.models import RRDBNet, VSRResNet, load_pretrained
@@ -54,17 +56,6 @@ def _cli_env(monkeypatch, tmp_path):
     monkeypatch.setattr(sys, "argv", ["salightning"])
 
 
-def run_main(argv: list[str], capsys) -> tuple[int, str, str]:
-    """(exit code, stdout, stderr) of ``salightning <argv>`` run in this process."""
-    try:
-        main([str(a) for a in argv])
-        code = 0
-    except SystemExit as exit_:
-        code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
 def file_digests(folder: Path) -> dict[str, str]:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
 
@@ -73,12 +64,6 @@ def png_size(path: Path) -> tuple[int, int]:
     """(height, width) of an image file."""
     with Image.open(path) as im:
         return im.height, im.width
-
-
-def save_png(image: torch.Tensor, path: Path) -> None:
-    """(3, H, W) in [0, 1] -> 8-bit PNG."""
-    array = (image.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
-    Image.fromarray(array).save(path)
 
 
 def pan_frames(photo: torch.Tensor, count: int, height: int, width: int) -> torch.Tensor:

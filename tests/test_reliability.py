@@ -27,11 +27,11 @@ import pytorch_lightning as pl
 import torch
 import yaml
 from PIL import Image
+from conftest import run_main, save_png
 from test_module import make_module, make_trainer
 
 from salightning import checkpoint_io
 from salightning.checkpoint_io import SafeCheckpointIO, load_checkpoint_file
-from salightning.cli import main
 from salightning.data import ImageSRDataModule
 from salightning.models import RRDBNet, load_pretrained
 from salightning.predict import load_generator
@@ -43,12 +43,6 @@ TINY_GENERATOR = {"num_features": 8, "num_blocks": 1, "growth_channels": 4, "sca
 # --------------------------------------------------------------------------------------------
 # Helpers (also used by test_bad_input.py)
 # --------------------------------------------------------------------------------------------
-
-
-def save_png(image: torch.Tensor, path: Path) -> None:
-    """(3, H, W) in [0, 1] -> 8-bit PNG."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray((image.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()).save(path)
 
 
 def make_project(root: Path, photos: list[torch.Tensor]) -> Path:
@@ -123,17 +117,6 @@ def write_config(path: Path, config: dict[str, Any]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
-
-
-def run_main(argv: list[Any], capsys) -> tuple[int, str, str]:
-    """(exit code, stdout, stderr) of ``salightning <argv>`` run in this process."""
-    try:
-        main([str(a) for a in argv])
-        code = 0
-    except SystemExit as exit_:
-        code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def tree_digest(*roots: Path) -> dict[str, str]:
