@@ -9,7 +9,8 @@ Measures, in one run on this machine:
       ``torch.nn.functional.interpolate(mode="bicubic", antialias=True)``, and the same for x4 up.
 Targets (issue 4): (b) >= 20 samples/s; (c) ratio <= 2.
 
-Run: python bench/bench_data.py [--samples 60] [--threads 1]
+Run: python bench/bench_data.py [--samples 60] [--threads 1] [--images 4]
+(bench/run.py imports measure().)
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -67,19 +69,22 @@ def make_subimages(sources: list[Path], hr_dir: Path, lr_dir: Path, size: int = 
                 _save(imresize(crop, 1 / scale), lr_dir / f"{name}x{scale}.png")
 
 
-def samples_per_second(dm: ImageSRDataModule, samples: int) -> float:
-    """Samples/s of the training dataset read in this process (what one DataLoader worker does)."""
+def samples_per_second(dm: ImageSRDataModule, samples: int) -> tuple[float, float]:
+    """Samples per second of wall time and per CPU second of this process, reading the training
+    dataset in this process (what one DataLoader worker does); the CPU figure is the steadier
+    one on a shared machine."""
     dm.setup("fit")
     dataset = dm.datasets["train"]
     keys = list(dm.train_dataloader().sampler)[:samples]
     dataset[keys[0]]  # warm-up
-    start = time.perf_counter()
+    wall, cpu = time.perf_counter(), time.process_time()
     for key in keys:
         dataset[key]
-    return len(keys) / (time.perf_counter() - start)
+    return len(keys) / (time.perf_counter() - wall), len(keys) / (time.process_time() - cpu)
 
 
-def best_time(fn, repeats: int = 7) -> float:
+def best_time(fn: Callable[[], object], repeats: int = 7) -> float:
+    """Minimum wall time of ``fn`` in seconds over ``repeats`` runs, after one warm-up run."""
     fn()
     times = []
     for _ in range(repeats):
@@ -89,47 +94,67 @@ def best_time(fn, repeats: int = 7) -> float:
     return min(times)
 
 
+def measure(samples: int = 60, threads: int = 1, images: int = 4) -> dict[str, float]:
+    """All figures of this benchmark, measured in this process with ``threads`` torch threads.
+
+    ``images``: DIV2K-sized PNGs made for (a) (each gives 8 sub-images of 480x480 for (b)).
+    Keys: ``on_the_fly`` (a), ``paired`` (b), ``on_the_fly_480`` (samples/s of wall time), the
+    same with ``_cpu`` (samples per CPU second of this process: steadier on a shared CPU), ``decode_ms``
+    (Pillow decoding of one 2040x1356 PNG), ``imresize_down_ms``, ``interpolate_down_ms``,
+    ``down_ratio`` (c), ``imresize_up_ms``, ``interpolate_up_ms``, ``up_ratio``.
+    """
+    torch.set_num_threads(threads)
+    out: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        (tmp / "div2k").mkdir()
+        sources = make_div2k_like(tmp / "div2k", images)
+        make_subimages(sources, tmp / "sub_hr", tmp / "sub_lr")
+        common = {
+            "val_hr": str(tmp / "sub_hr"), "patch_size": 128, "scale": 4, "batch_size": 16, "num_workers": 0,
+            "seed": 0, "samples_per_epoch": max(16, samples + 1),
+        }
+        cases = {
+            "on_the_fly": {"train_hr": str(tmp / "div2k")},
+            "paired": {"train_hr": str(tmp / "sub_hr"), "train_lr": str(tmp / "sub_lr")},
+            "on_the_fly_480": {"train_hr": str(tmp / "sub_hr")},
+        }
+        for name, case in cases.items():
+            out[name], out[f"{name}_cpu"] = samples_per_second(ImageSRDataModule(**case, **common), samples)
+        out["decode_ms"] = best_time(lambda: _decode(sources[0]), repeats=3) * 1e3
+        image = read_image(sources[0])[None]
+
+    out["imresize_down_ms"] = best_time(lambda: imresize(image, 0.25)) * 1e3
+    out["interpolate_down_ms"] = best_time(
+        lambda: F.interpolate(image, size=(DIV2K_SIZE[0] // 4, DIV2K_SIZE[1] // 4), mode="bicubic", antialias=True)
+    ) * 1e3
+    out["down_ratio"] = out["imresize_down_ms"] / out["interpolate_down_ms"]
+    small = image[..., : DIV2K_SIZE[0] // 4, : DIV2K_SIZE[1] // 4].contiguous()
+    out["imresize_up_ms"] = best_time(lambda: imresize(small, 4.0)) * 1e3
+    out["interpolate_up_ms"] = best_time(
+        lambda: F.interpolate(small, scale_factor=4, mode="bicubic", antialias=True)
+    ) * 1e3
+    out["up_ratio"] = out["imresize_up_ms"] / out["interpolate_up_ms"]
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=60, help="samples timed per case")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (a DataLoader worker uses 1)")
+    parser.add_argument("--images", type=int, default=4, help="DIV2K-sized PNGs to make")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} thread(s)")
-
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        (tmp / "div2k").mkdir()
-        sources = make_div2k_like(tmp / "div2k", 4)
-        make_subimages(sources, tmp / "sub_hr", tmp / "sub_lr")
-        common = dict(
-            val_hr=str(tmp / "sub_hr"), patch_size=128, scale=4, batch_size=16, num_workers=0, seed=0,
-            samples_per_epoch=max(16, args.samples + 1),
-        )
-
-        rate_a = samples_per_second(ImageSRDataModule(train_hr=str(tmp / "div2k"), **common), args.samples)
-        print(f"(a) on-the-fly x4 crops from 2040x1356 PNGs : {rate_a:7.1f} samples/s")
-        rate_b = samples_per_second(
-            ImageSRDataModule(train_hr=str(tmp / "sub_hr"), train_lr=str(tmp / "sub_lr"), **common), args.samples
-        )
-        print(f"(b) paired crops from 480x480 sub-images    : {rate_b:7.1f} samples/s  (target >= 20)")
-        rate_b2 = samples_per_second(ImageSRDataModule(train_hr=str(tmp / "sub_hr"), **common), args.samples)
-        print(f"    on-the-fly x4 crops from 480x480 HR      : {rate_b2:7.1f} samples/s")
-        decode = best_time(lambda: _decode(sources[0]), repeats=3)
-        print(f"    Pillow decoding one 2040x1356 PNG        : {decode * 1e3:7.1f} ms (bounds (a))")
-        image = read_image(sources[0])[None]
-
-    ours = best_time(lambda: imresize(image, 0.25))
-    torch_aa = best_time(
-        lambda: F.interpolate(image, size=(DIV2K_SIZE[0] // 4, DIV2K_SIZE[1] // 4), mode="bicubic", antialias=True)
-    )
-    print(f"(c) x4 down of one 2040x1356 image: imresize {ours * 1e3:.1f} ms, interpolate(antialias) "
-          f"{torch_aa * 1e3:.1f} ms, ratio {ours / torch_aa:.2f} (target <= 2)")
-    small = image[..., : DIV2K_SIZE[0] // 4, : DIV2K_SIZE[1] // 4].contiguous()
-    ours_up = best_time(lambda: imresize(small, 4.0))
-    torch_up = best_time(lambda: F.interpolate(small, scale_factor=4, mode="bicubic", antialias=True))
-    print(f"    x4 up to 2040x1356: imresize {ours_up * 1e3:.1f} ms, interpolate(antialias) "
-          f"{torch_up * 1e3:.1f} ms, ratio {ours_up / torch_up:.2f}")
+    r = measure(args.samples, args.threads, args.images)
+    print("samples/s of wall time (per CPU second)")
+    print(f"(a) on-the-fly x4 crops from 2040x1356 PNGs : {r['on_the_fly']:7.1f} ({r['on_the_fly_cpu']:.1f})")
+    print(f"(b) paired crops from 480x480 sub-images    : {r['paired']:7.1f} ({r['paired_cpu']:.1f})  (target >= 20)")
+    print(f"    on-the-fly x4 crops from 480x480 HR      : {r['on_the_fly_480']:7.1f} ({r['on_the_fly_480_cpu']:.1f})")
+    print(f"    Pillow decoding one 2040x1356 PNG        : {r['decode_ms']:7.1f} ms (bounds (a))")
+    print(f"(c) x4 down of one 2040x1356 image: imresize {r['imresize_down_ms']:.1f} ms, interpolate(antialias) "
+          f"{r['interpolate_down_ms']:.1f} ms, ratio {r['down_ratio']:.2f} (target <= 2)")
+    print(f"    x4 up to 2040x1356: imresize {r['imresize_up_ms']:.1f} ms, interpolate(antialias) "
+          f"{r['interpolate_up_ms']:.1f} ms, ratio {r['up_ratio']:.2f}")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,8 @@ default it runs on a smaller batch (--gen-batch) and is scaled linearly to --bat
 
     python bench/bench_edges.py [--batch 16] [--size 128] [--repeats 7] [--gen-batch 2]
                                 [--gen-repeats 3] [--threads 1] [--device cpu|cuda]
+
+bench/run.py imports photo_crops() and extractor_costs().
 """
 
 from __future__ import annotations
@@ -148,6 +150,37 @@ def generator_step_time(hr: torch.Tensor, args: argparse.Namespace, device: torc
     return seconds, name
 
 
+def extractor_costs(x: torch.Tensor, repeats: int, device: torch.device) -> dict[str, float]:
+    """Median seconds per batch ``x`` (B,3,H,W) of each extractor, and of a cv2.Canny loop over
+    the batch (with and without the tensor -> 8-bit grey conversion) when OpenCV is installed."""
+    extractors = {
+        "LocalVariance(window 5)": LocalVariance(window_size=5),
+        "Canny(100, 200)": Canny(100.0, 200.0),
+        "SobelMagnitude": SobelMagnitude(),
+    }
+    costs = {name: median_time(lambda e=e: e(x), repeats, 1, device) for name, e in extractors.items()}
+    try:
+        import cv2
+    except ImportError:
+        return costs
+
+    def cv2_canny_from_tensor() -> None:
+        # what a training loop would pay: device tensor -> 8-bit luminance -> cv2.Canny per image
+        rgb8 = (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        for img in rgb8:
+            cv2.Canny(cv2.cvtColor(img, cv2.COLOR_RGB2GRAY), 100, 200)
+
+    grey8 = [
+        cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
+        for img in (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    ]
+    costs["cv2.Canny loop (incl. tensor -> uint8 grey)"] = median_time(cv2_canny_from_tensor, repeats, 1, device)
+    costs["cv2.Canny loop (Canny calls only)"] = median_time(
+        lambda: [cv2.Canny(g, 100, 200) for g in grey8], repeats, 1, device
+    )
+    return costs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch", type=int, default=16, help="images in the edge-extractor batch")
@@ -168,33 +201,8 @@ def main() -> None:
     print(f"device {device}, torch threads {torch.get_num_threads()}, batch {tuple(x.shape)} of real-photo crops")
     print(f"median of {args.repeats} runs after 1 warm-up\n")
 
-    extractors = {
-        "LocalVariance(window 5)": LocalVariance(window_size=5),
-        "Canny(100, 200)": Canny(100.0, 200.0),
-        "SobelMagnitude": SobelMagnitude(),
-    }
-    costs = {name: median_time(lambda e=e: e(x), args.repeats, 1, device) for name, e in extractors.items()}
-
-    try:
-        import cv2
-
-        def cv2_canny_from_tensor() -> None:
-            # what a training loop would pay: device tensor -> 8-bit luminance -> cv2.Canny per image
-            rgb8 = (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-            for img in rgb8:
-                cv2.Canny(cv2.cvtColor(img, cv2.COLOR_RGB2GRAY), 100, 200)
-
-        grey8 = [
-            cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
-            for img in (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-        ]
-        costs["cv2.Canny loop (incl. tensor -> uint8 grey)"] = median_time(
-            cv2_canny_from_tensor, args.repeats, 1, device
-        )
-        costs["cv2.Canny loop (Canny calls only)"] = median_time(
-            lambda: [cv2.Canny(g, 100, 200) for g in grey8], args.repeats, 1, device
-        )
-    except ImportError:
+    costs = extractor_costs(x, args.repeats, device)
+    if not any(name.startswith("cv2") for name in costs):
         print("cv2 not installed: no OpenCV comparison")
 
     gen_batch = min(args.gen_batch, args.batch)

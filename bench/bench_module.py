@@ -1,4 +1,5 @@
-"""Cost of training through SRGANModule, and of the SA pixel loss, in one stage-2 step.
+"""Cost of training through SRGANModule, of the SA pixel loss, and of the module's speed options,
+in one stage-2 step.
 
 Stage 2 of the paper-size SA-ESRGAN: RRDBNet (23 RRDB blocks, 64 features, growth 32, x4),
 VGGStyleDiscriminator (128x128), SAPixelLoss(alpha=0.01, beta=20, LocalVariance), relativistic
@@ -7,7 +8,7 @@ perceptual loss is OFF by default (no ImageNet VGG weights exist here); ``--perc
 PerceptualLoss(weights="random") (VGG19 conv5_4, weight 1) to every variant, which costs what
 the ImageNet one costs.
 
-Four variants, each one G step then one D step per batch (D's real and fake terms backpropagated
+Variants, each one G step then one D step per batch (D's real and fake terms backpropagated
 separately), on real-photo crops (scikit-image's "train" sample photos, HR 128x128, LR by MATLAB
 bicubic x4 down to 32x32):
 
@@ -19,42 +20,55 @@ bicubic x4 down to 32x32):
            logger/checkpointing/progress bar/model summary off), SA loss with LocalVariance
   L1       the module with the plain L1 loss (beta 0, no edge extractor)
   Canny    the module with SAPixelLoss(beta=20, Canny(100, 200))
+  with --options (each the SA-LV module with one switch, on its own copy of the networks and
+  losses, since the switches change them in place):
+  channels_last   SRGANModule(channels_last=True)
+  bf16-mixed      pl.Trainer(precision="bf16-mixed") (edge maps stay fp32)
+  channels_last + bf16-mixed   both
+  compiled G      SRGANModule(compile_generator=True) (torch.compile of the generator in place;
+                  --no-compile leaves it out: the first CPU batch compiles for about a minute)
 
-All variants share the same G, D and loss objects. Runs alternate: each round runs every
-variant once (in a rotated order) for --warmup + --steps batches with fresh optimizers (as a new
-fit does) and discards the first --warmup batches. A module batch is timed from one
+bare, module, L1 and Canny share the same G, D and loss objects. Runs alternate: each round runs
+every variant once (in a rotated order) for --warmup + --steps batches with fresh optimizers (as
+a new fit does) and discards the first --warmup batches. A module batch is timed from one
 on_train_batch_start to the next (the last to on_train_epoch_end), so Lightning's bookkeeping
 after on_train_batch_end (logged metrics, progress counters) is included; a bare batch from one
-step start to the next, batch fetch included. Each batch gets a wall time (time.perf_counter)
-and the process's CPU time (time.process_time): on a CPU shared with other jobs the wall time
-of a one-thread run stretches with their load, its CPU time much less, so the CPU figures are
-the steadier estimate of the work done. The table gives, per variant over rounds x steps
-batches, the median and minimum wall time, the median CPU time and (module) the median wall
-time between on_train_batch_start and on_train_batch_end alone; then the ratios module/bare
-(target <= 1.05), SA-LV/L1 (<= 1.03) and SA-Canny/L1 (<= 1.10), each judged on median wall
-time and on median CPU time.
+step start to the next, batch fetch included. Each batch gets a wall time (time.perf_counter,
+after a CUDA synchronize on a GPU) and the process's CPU time (time.process_time): on a CPU
+shared with other jobs the wall time of a one-thread run stretches with their load, its CPU
+time much less (it still grows when their work evicts this process's caches: the minimum CPU
+time is the steadiest estimate of the work itself), so on a CPU the CPU figures are the steadier
+ones (on a GPU only the wall times mean anything). The table gives, per variant over rounds x
+steps batches, the median and minimum wall time, the median and minimum CPU time and (module)
+the median wall time between on_train_batch_start and on_train_batch_end alone; then the ratios
+module/bare (target <= 1.05), SA-LV/L1 (<= 1.03) and SA-Canny/L1 (<= 1.10), and each option /
+plain, the targets judged on median wall, median CPU and minimum CPU time.
 
 Threads: the default is 1. With 2 threads on 2 cores that other jobs also use, OpenMP's
 barriers wait on descheduled threads and single steps were seen to take 10-100x their normal
 time; use --threads 2 (or more) only on an otherwise idle machine.
 
     python bench/bench_module.py [--batch 2] [--rounds 4] [--warmup 1] [--steps 2]
-                                 [--threads 1] [--perceptual] [--show-times]
+                                 [--threads 1] [--perceptual] [--options] [--no-compile]
+                                 [--device cpu|cuda] [--show-times]
 
 The defaults (4 rounds x 3 batches x 4 variants = 48 batches of 2 images) take about 2 minutes
-on an idle 2-core CPU (a step costs ~1.1 s of CPU per image with one thread) and 4-5 minutes
-when the machine is loaded.
+on an idle 2-core CPU (a step costs ~1 s of CPU per image with one thread) and 4-5 minutes
+when the machine is loaded; --options adds 4 variants and about a minute of compilation.
+bench/run.py runs this benchmark with its own sizes (importing measure()).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import logging
 import os
 import statistics
 import time
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytorch_lightning as pl
@@ -72,22 +86,53 @@ from salightning.module import SRGANModule
 HR_SIZE = 128
 SCALE = 4
 ADV_WEIGHT = 0.005
-TARGETS = {"module / bare": 1.05, "SA-LV / L1": 1.03, "SA-Canny / L1": 1.10}
+BARE = "bare (SA-LV)"
+PLAIN = "module (SA-LV)"
+L1 = "module (L1)"
+CANNY = "module (SA-Canny)"
+CHANNELS_LAST = "module (SA-LV) channels_last"
+BF16 = "module (SA-LV) bf16-mixed"
+CHANNELS_LAST_BF16 = "module (SA-LV) channels_last + bf16-mixed"
+COMPILED = "module (SA-LV) compiled G"
+#: ratio label -> (numerator variant, denominator variant, target or None)
+PAIRS: dict[str, tuple[str, str, float | None]] = {
+    "module / bare": (PLAIN, BARE, 1.05),
+    "SA-LV / L1": (PLAIN, L1, 1.03),
+    "SA-Canny / L1": (CANNY, L1, 1.10),
+    "channels_last / plain": (CHANNELS_LAST, PLAIN, None),
+    "bf16-mixed / fp32": (BF16, PLAIN, None),
+    "channels_last + bf16 / plain": (CHANNELS_LAST_BF16, PLAIN, None),
+    "compiled G / plain": (COMPILED, PLAIN, None),
+}
+Times = list[tuple[float, float]]
+
+
+def quiet_lightning() -> None:
+    """Silence Lightning's per-fit warnings and info lines (a benchmark fits dozens of times)."""
+    warnings.filterwarnings("ignore", module="pytorch_lightning")
+    warnings.filterwarnings("ignore", module="lightning_fabric")
+    for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def photo_crops(count: int, size: int = HR_SIZE) -> tuple[torch.Tensor, list[str]]:
+    """``count`` distinct real-photo crops (count, 3, size, size) in [0, 1] and their names."""
+    photos = [read_image(p) for p in sample_image_paths("train")]
+    crops, names = [], []
+    for i in range(count):
+        photo = photos[i % len(photos)]
+        k = i // len(photos)
+        _, h, w = photo.shape
+        top = min((h - size) // 2 + k * size // 2, h - size)
+        left = min((w - size) // 2 + k * size // 3, w - size)
+        crops.append(photo[:, top : top + size, left : left + size])
+        names.append(f"photo{i % len(photos)}_{k}")
+    return torch.stack(crops).contiguous(), names
 
 
 def photo_batches(batch: int, count: int) -> list[dict[str, Any]]:
     """``count`` batches of ``batch`` distinct real-photo crops: {"lr": (B,3,32,32), "hr": (B,3,128,128), "name"}."""
-    photos = [read_image(p) for p in sample_image_paths("train")]
-    crops, names = [], []
-    for i in range(batch * count):
-        photo = photos[i % len(photos)]
-        k = i // len(photos)
-        _, h, w = photo.shape
-        top = min((h - HR_SIZE) // 2 + k * HR_SIZE // 2, h - HR_SIZE)
-        left = min((w - HR_SIZE) // 2 + k * HR_SIZE // 3, w - HR_SIZE)
-        crops.append(photo[:, top : top + HR_SIZE, left : left + HR_SIZE])
-        names.append(f"photo{i % len(photos)}_{k}")
-    hr = torch.stack(crops).contiguous()
+    hr, names = photo_crops(batch * count)
     lr = imresize(hr, 1 / SCALE).clamp(0, 1)
     return [
         {"lr": lr[j : j + batch], "hr": hr[j : j + batch], "name": names[j : j + batch]}
@@ -100,8 +145,11 @@ def adam(params: Any) -> torch.optim.Optimizer:
     return torch.optim.Adam(params, lr=1e-4, betas=(0.9, 0.99))
 
 
-def clock() -> tuple[float, float]:
-    """(wall, CPU) seconds: the process's CPU time is less sensitive to other load than wall time."""
+def clock(device: torch.device | str = "cpu") -> tuple[float, float]:
+    """(wall, CPU) seconds, after the GPU's queued work has finished. The process's CPU time is
+    less sensitive to other jobs' load than wall time (meaningless on a GPU)."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
     return time.perf_counter(), time.process_time()
 
 
@@ -114,35 +162,34 @@ class BatchTimer(pl.Callback):
     """Per-batch (wall, CPU) times: on_train_batch_start to the next one (the last to
     on_train_epoch_end), and on_train_batch_start to on_train_batch_end (the hook-bracketed part)."""
 
-    def __init__(self) -> None:
+    def __init__(self, device: torch.device | str = "cpu") -> None:
+        self.device = device
         self.starts: list[tuple[float, float]] = []
         self.ends: list[tuple[float, float]] = []
         self.epoch_end = (0.0, 0.0)
 
     def on_train_batch_start(self, *args: Any) -> None:
-        self.starts.append(clock())
+        self.starts.append(clock(self.device))
 
     def on_train_batch_end(self, *args: Any) -> None:
-        self.ends.append(clock())
+        self.ends.append(clock(self.device))
 
     def on_train_epoch_end(self, *args: Any) -> None:
-        self.epoch_end = clock()
+        self.epoch_end = clock(self.device)
 
-    def periods(self) -> list[tuple[float, float]]:
+    def periods(self) -> Times:
         return spans(self.starts + [self.epoch_end])
 
-    def inside(self) -> list[tuple[float, float]]:
+    def inside(self) -> Times:
         return [spans([s, e])[0] for s, e in zip(self.starts, self.ends)]
 
 
-def run_module(
-    module: SRGANModule, batches: list[dict[str, Any]]
-) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
-    """Fit ``module`` for one epoch over ``batches``; (periods, hook-bracketed times) per batch."""
-    timer = BatchTimer()
-    trainer = pl.Trainer(
-        accelerator="cpu",
+def make_trainer(device: torch.device | str = "cpu", precision: str = "32-true", callbacks: list | None = None) -> pl.Trainer:
+    """A one-epoch Trainer with logging, checkpointing, progress bar and summary off."""
+    return pl.Trainer(
+        accelerator="gpu" if torch.device(device).type == "cuda" else "cpu",
         devices=1,
+        precision=precision,
         max_epochs=1,
         limit_val_batches=0,
         num_sanity_val_steps=0,
@@ -150,8 +197,16 @@ def run_module(
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        callbacks=[timer],
+        callbacks=callbacks or [],
     )
+
+
+def run_module(
+    module: SRGANModule, batches: list[dict[str, Any]], precision: str = "32-true", device: torch.device | str = "cpu"
+) -> tuple[Times, Times]:
+    """Fit ``module`` for one epoch over ``batches``; (periods, hook-bracketed times) per batch."""
+    timer = BatchTimer(device)
+    trainer = make_trainer(device, precision, [timer])
     trainer.fit(module, train_dataloaders=DataLoader(batches, batch_size=None))
     return timer.periods(), timer.inside()
 
@@ -163,14 +218,19 @@ def run_bare(
     adversarial_loss: AdversarialLoss,
     perceptual_loss: nn.Module | None,
     batches: list[dict[str, Any]],
-) -> list[tuple[float, float]]:
-    """The module's stage-2 updates in a plain loop; the (wall, CPU) time of each batch (fetch included)."""
+    device: torch.device | str = "cpu",
+) -> Times:
+    """The module's stage-2 updates in a plain loop; the (wall, CPU) time of each batch (fetch and
+    host-to-device copy included)."""
+    for net in (generator, discriminator, pixel_loss, adversarial_loss, perceptual_loss):
+        if net is not None:
+            net.to(device)
     generator.train()
     discriminator.train()
     opt_g, opt_d = adam(generator.parameters()), adam(discriminator.parameters())
-    marks = [clock()]
+    marks = [clock(device)]
     for batch in DataLoader(batches, batch_size=None):
-        lr, hr = batch["lr"], batch["hr"]
+        lr, hr = batch["lr"].to(device), batch["hr"].to(device)
         edge_map = pixel_loss.edge_map(hr)
 
         # G step; Lightning's toggle_optimizer(opt_g) freezes every parameter not in opt_g
@@ -198,8 +258,178 @@ def run_bare(
         opt_d.zero_grad(set_to_none=True)
         generator.requires_grad_(True)
 
-        marks.append(clock())
+        marks.append(clock(device))
     return spans(marks)
+
+
+@dataclass
+class Measurement:
+    """Per-variant batch times of one :func:`measure` run (warm-up batches dropped)."""
+
+    times: dict[str, Times]
+    inside: dict[str, Times]
+    batch: int
+    device: str
+    threads: int
+    perceptual: bool
+    timed_loop_s: float
+    first_batches: dict[str, Times] = field(default_factory=dict)  # each variant's first batch per round
+
+    def median_wall(self, name: str) -> float:
+        return statistics.median(w for w, _ in self.times[name])
+
+    def min_wall(self, name: str) -> float:
+        return min(w for w, _ in self.times[name])
+
+    def median_cpu(self, name: str) -> float:
+        return statistics.median(c for _, c in self.times[name])
+
+    def min_cpu(self, name: str) -> float:
+        return min(c for _, c in self.times[name])
+
+    def steady(self, name: str) -> float:
+        """The steadiest step time: the minimum CPU seconds on a CPU (other jobs on the same cores
+        only ever add to a batch's CPU time, through evicted caches), median wall seconds on a GPU."""
+        return self.min_cpu(name) if self.device == "cpu" else self.median_wall(name)
+
+    def ratios(self) -> dict[str, dict[str, float | None]]:
+        """label -> ratios for the pairs measured: of median wall times ("wall"), of minimum wall
+        times ("min_wall"), of median and minimum CPU times ("cpu", "min_cpu"), and the "target"."""
+        out = {}
+        for label, (a, b, target) in PAIRS.items():
+            if a in self.times and b in self.times:
+                out[label] = {
+                    "wall": self.median_wall(a) / self.median_wall(b),
+                    "min_wall": self.min_wall(a) / self.min_wall(b),
+                    "cpu": self.median_cpu(a) / self.median_cpu(b),
+                    "min_cpu": self.min_cpu(a) / self.min_cpu(b),
+                    "target": target,
+                }
+        return out
+
+
+def measure(
+    batch: int = 2,
+    rounds: int = 4,
+    warmup: int = 1,
+    steps: int = 2,
+    threads: int = 1,
+    perceptual: bool = False,
+    options: bool = False,
+    compile_generator: bool = True,
+    device: str = "cpu",
+    show_times: bool = False,
+    log: Callable[[str], None] = print,
+) -> Measurement:
+    """Time every variant (see the module docstring), alternating them round by round."""
+    torch.manual_seed(0)
+    quiet_lightning()
+    dev = torch.device(device)
+    generator = RRDBNet(num_features=64, num_blocks=23, growth_channels=32, scale=SCALE)
+    discriminator = VGGStyleDiscriminator(input_size=HR_SIZE)
+    adversarial_loss = AdversarialLoss("relativistic")
+    perceptual_loss = PerceptualLoss("conv5_4", weights="random") if perceptual else None
+    pixel_losses = {
+        "SA-LV": SAPixelLoss(alpha=0.01, beta=20.0, edge_extractor=LocalVariance()),
+        "L1": SAPixelLoss(alpha=0.01, beta=0.0),
+        "SA-Canny": SAPixelLoss(alpha=0.01, beta=20.0, edge_extractor=Canny(100.0, 200.0)),
+    }
+
+    def module(pixel: str, own_copy: bool = False, **switches: bool) -> SRGANModule:
+        # channels_last and compile_generator change the networks and losses in place: such a
+        # variant gets its own copies (same initial weights) so the plain path stays plain.
+        parts = (generator, discriminator, pixel_losses[pixel], adversarial_loss, perceptual_loss)
+        g, d, pix, adv, perc = copy.deepcopy(parts) if own_copy else parts
+        return SRGANModule(
+            generator=g,
+            discriminator=d,
+            pixel_loss=pix,
+            adversarial_loss=adv,
+            adversarial_weight=ADV_WEIGHT,
+            perceptual_loss=perc,
+            **switches,
+        )
+
+    # variant name -> (module or None for the bare loop, Trainer precision)
+    plans: dict[str, tuple[SRGANModule | None, str]] = {
+        BARE: (None, "32-true"),
+        PLAIN: (module("SA-LV"), "32-true"),
+        L1: (module("L1"), "32-true"),
+        CANNY: (module("SA-Canny"), "32-true"),
+    }
+    if options:
+        plans[CHANNELS_LAST] = (module("SA-LV", own_copy=True, channels_last=True), "32-true")
+        plans[BF16] = (module("SA-LV"), "bf16-mixed")
+        plans[CHANNELS_LAST_BF16] = (module("SA-LV", own_copy=True, channels_last=True), "bf16-mixed")
+        if compile_generator:
+            plans[COMPILED] = (module("SA-LV", own_copy=True, compile_generator=True), "32-true")
+    batches = photo_batches(batch, warmup + steps)
+
+    times: dict[str, Times] = {name: [] for name in plans}
+    inside: dict[str, Times] = {}
+    first: dict[str, Times] = {name: [] for name in plans}
+    names = list(plans)
+    start = time.perf_counter()
+    for r in range(rounds):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            torch.set_num_threads(threads)  # whatever the previous run left
+            mod, precision = plans[name]
+            if mod is None:
+                measured = run_bare(
+                    generator, discriminator, pixel_losses["SA-LV"], adversarial_loss, perceptual_loss, batches, dev
+                )
+            else:
+                measured, hooked = run_module(mod, batches, precision, dev)
+                inside.setdefault(name, []).extend(hooked[warmup:])
+            if show_times:
+                shown = " ".join(f"{w:.2f}/{c:.2f}" for w, c in measured)
+                log(f"round {r} {name}: wall/CPU s {shown} (first {warmup} warm-up)")
+            times[name].extend(measured[warmup:])
+            first[name].append(measured[0])
+    return Measurement(
+        times=times,
+        inside=inside,
+        batch=batch,
+        device=dev.type,
+        threads=threads,
+        perceptual=perceptual,
+        timed_loop_s=time.perf_counter() - start,
+        first_batches=first,
+    )
+
+
+def report(m: Measurement, log: Callable[[str], None] = print) -> None:
+    """Print the per-variant table and the ratios with their targets."""
+    names = list(m.times)
+    width = max(map(len, names))
+    log(
+        f"\n{'variant':<{width}}  {'n':>2}  {'median wall s':>13}  {'min wall s':>10}  "
+        f"{'median CPU s':>12}  {'min CPU s':>9}  {'median wall in hooks':>20}"
+    )
+    for name in names:
+        hooked = f"{statistics.median(w for w, _ in m.inside[name]):20.3f}" if name in m.inside else f"{'-':>20}"
+        log(
+            f"{name:<{width}}  {len(m.times[name]):>2}  {m.median_wall(name):13.3f}  {m.min_wall(name):10.3f}  "
+            f"{m.median_cpu(name):12.3f}  {m.min_cpu(name):9.3f}  {hooked}"
+        )
+    log(
+        f"\n{'ratio':<28}  {'median wall':>11}  {'min wall':>8}  {'median CPU':>10}  {'min CPU':>7}  "
+        f"{'target':>7}  verdict"
+    )
+    for label, r in m.ratios().items():
+        target = r["target"]
+        if target is None:
+            verdict, shown = "(speed option: < 1 is faster)", "-"
+        else:
+            verdict = " / ".join(
+                f"{what} {'meets' if r[key] <= target else 'MISSES'}"
+                for what, key in (("median wall", "wall"), ("median CPU", "cpu"), ("min CPU", "min_cpu"))
+            )
+            shown = f"<= {target:.2f}"
+        log(
+            f"{label:<28}  {r['wall']:11.3f}  {r['min_wall']:8.3f}  {r['cpu']:10.3f}  {r['min_cpu']:7.3f}  "
+            f"{shown:>7}  {verdict}"
+        )
 
 
 def main() -> None:
@@ -216,113 +446,42 @@ def main() -> None:
         action="store_true",
         help="add PerceptualLoss(weights='random') (VGG19 conv5_4) to every variant (default: off)",
     )
+    parser.add_argument(
+        "--options", action="store_true", help="add the channels_last, bf16-mixed, both, and compiled-G variants"
+    )
+    parser.add_argument("--no-compile", action="store_true", help="with --options, leave out the compiled-G variant")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
     parser.add_argument("--show-times", action="store_true", help="print every batch's time as it is measured")
     args = parser.parse_args()
-    torch.manual_seed(0)
-    warnings.filterwarnings("ignore", module="pytorch_lightning")
-    warnings.filterwarnings("ignore", module="lightning_fabric")
-    logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
-    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
 
-    generator = RRDBNet(num_features=64, num_blocks=23, growth_channels=32, scale=SCALE)
-    discriminator = VGGStyleDiscriminator(input_size=HR_SIZE)
-    adversarial_loss = AdversarialLoss("relativistic")
-    perceptual_loss = PerceptualLoss("conv5_4", weights="random") if args.perceptual else None
-    pixel_losses = {
-        "SA-LV": SAPixelLoss(alpha=0.01, beta=20.0, edge_extractor=LocalVariance()),
-        "L1": SAPixelLoss(alpha=0.01, beta=0.0),
-        "SA-Canny": SAPixelLoss(alpha=0.01, beta=20.0, edge_extractor=Canny(100.0, 200.0)),
-    }
-    modules = {
-        name: SRGANModule(
-            generator=generator,
-            discriminator=discriminator,
-            pixel_loss=loss,
-            adversarial_loss=adversarial_loss,
-            adversarial_weight=ADV_WEIGHT,
-            perceptual_loss=perceptual_loss,
-        )
-        for name, loss in pixel_losses.items()
-    }
-    batches = photo_batches(args.batch, args.warmup + args.steps)
-
-    Times = list[tuple[float, float]]
-    variants: dict[str, Callable[[], Times]] = {
-        "bare (SA-LV)": lambda: run_bare(
-            generator, discriminator, pixel_losses["SA-LV"], adversarial_loss, perceptual_loss, batches
-        ),
-    }
-    inside: dict[str, Times] = {}
-
-    def module_variant(name: str) -> Callable[[], Times]:
-        def run() -> Times:
-            periods, hooked = run_module(modules[name], batches)
-            inside.setdefault(f"module ({name})", []).extend(hooked[args.warmup :])
-            return periods
-
-        return run
-
-    for name in pixel_losses:
-        variants[f"module ({name})"] = module_variant(name)
-
-    n_params_g = sum(p.numel() for p in generator.parameters())
     print(
-        f"stage-2 SA-ESRGAN step: RRDBNet 23 blocks / 64 feat ({n_params_g:,} params), VGGStyleDiscriminator 128, "
+        "stage-2 SA-ESRGAN step: RRDBNet 23 blocks / 64 feat, VGGStyleDiscriminator 128, "
         f"relativistic GAN x{ADV_WEIGHT}, pixel alpha 0.01 beta 20"
     )
     percep = "PerceptualLoss(conv5_4, weights=random)" if args.perceptual else "off (--perceptual adds it)"
     print(f"perceptual loss: {percep}")
     print(
         f"batch {args.batch} x LR {HR_SIZE // SCALE}x{HR_SIZE // SCALE} -> HR {HR_SIZE}x{HR_SIZE} (real photos), "
-        f"torch threads {args.threads}, {args.rounds} rounds x ({args.warmup} warm-up + {args.steps} timed) "
-        "batches per variant"
+        f"device {args.device}, torch threads {args.threads}, {args.rounds} rounds x ({args.warmup} warm-up + "
+        f"{args.steps} timed) batches per variant"
     )
     print(f"load average at start: {' '.join(f'{v:.2f}' for v in os.getloadavg())} on {os.cpu_count()} CPUs")
-
-    times: dict[str, Times] = {name: [] for name in variants}
-    names = list(variants)
-    wall = time.perf_counter()
-    for r in range(args.rounds):
-        for name in names[r % len(names) :] + names[: r % len(names)]:
-            torch.set_num_threads(args.threads)  # whatever the previous run left
-            measured = variants[name]()
-            if args.show_times:
-                shown = " ".join(f"{w:.2f}/{c:.2f}" for w, c in measured)
-                print(f"round {r} {name}: wall/CPU s {shown} (first {args.warmup} warm-up)", flush=True)
-            times[name].extend(measured[args.warmup :])
-    wall = time.perf_counter() - wall
-
-    med = {name: statistics.median(w for w, _ in t) for name, t in times.items()}
-    low = {name: min(w for w, _ in t) for name, t in times.items()}
-    cpu = {name: statistics.median(c for _, c in t) for name, t in times.items()}
-    width = max(map(len, names))
-    print(
-        f"\n{'variant':<{width}}  {'n':>2}  {'median wall s':>13}  {'min wall s':>10}  "
-        f"{'median CPU s':>12}  {'median wall in hooks':>20}"
+    m = measure(
+        batch=args.batch,
+        rounds=args.rounds,
+        warmup=args.warmup,
+        steps=args.steps,
+        threads=args.threads,
+        perceptual=args.perceptual,
+        options=args.options,
+        compile_generator=not args.no_compile,
+        device=args.device,
+        show_times=args.show_times,
+        log=lambda line: print(line, flush=True),
     )
-    for name in names:
-        hooked = f"{statistics.median(w for w, _ in inside[name]):20.3f}" if name in inside else f"{'-':>20}"
-        print(
-            f"{name:<{width}}  {len(times[name]):>2}  {med[name]:13.3f}  {low[name]:10.3f}  {cpu[name]:12.3f}  {hooked}"
-        )
+    report(m)
+    print(f"\nload average at end: {' '.join(f'{v:.2f}' for v in os.getloadavg())}; timed loop {m.timed_loop_s:.0f} s")
 
-    pairs = {
-        "module / bare": ("module (SA-LV)", "bare (SA-LV)"),
-        "SA-LV / L1": ("module (SA-LV)", "module (L1)"),
-        "SA-Canny / L1": ("module (SA-Canny)", "module (L1)"),
-    }
-    print(f"\n{'ratio':<14}  {'median wall':>11}  {'min wall':>8}  {'median CPU':>10}  {'target':>7}  verdict")
-    for label, (a, b) in pairs.items():
-        target = TARGETS[label]
-        ratio, ratio_cpu = med[a] / med[b], cpu[a] / cpu[b]
-        verdict = " / ".join(
-            f"{what} {'meets' if r <= target else 'MISSES'}" for what, r in (("wall", ratio), ("CPU", ratio_cpu))
-        )
-        print(
-            f"{label:<14}  {ratio:11.3f}  {low[a] / low[b]:8.3f}  {ratio_cpu:10.3f}  "
-            f"{'<= ' + format(target, '.2f'):>7}  {verdict}"
-        )
-    print(f"\nload average at end: {' '.join(f'{v:.2f}' for v in os.getloadavg())}; timed loop {wall:.0f} s")
 
 if __name__ == "__main__":
     main()

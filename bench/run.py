@@ -1,0 +1,288 @@
+"""Run every benchmark, print one line per figure and write them to bench/results.json.
+
+    python bench/run.py [--quick] [--device cpu|cuda] [--threads 1] [--out PATH]
+
+Each figure is a ratio (or an absolute figure beside one) measured in this run, so it holds on
+a noisy shared machine; each line gives the absolute times behind it and the device. The
+benchmarks are the scripts beside this one, imported (each also runs on its own, with more
+options and tables):
+
+  bench_module.py  stage-2 SA-ESRGAN step (paper-size networks, real-photo crops) through
+                   SRGANModule + pl.Trainer vs a bare PyTorch loop; SA losses vs L1; the speed
+                   options (channels_last, bf16-mixed, compiled generator) vs the plain path
+  bench_flops.py   achieved FLOP/s of RRDBNet forward + backward / the machine's dense-conv FLOP/s
+  bench_edges.py   edge extractors' cost per batch of 16, next to OpenCV and to the step
+  bench_data.py    samples/s of one data worker vs samples/s one training step consumes
+  bench_memory.py  tiled vs untiled prediction (peak memory, time); peak memory of a stage-2
+                   step at the paper's batch and patch size (SA-ESRGAN, SA-VSRResFeatGAN),
+                   each in a fresh process
+
+On a CPU, step-time ratios are ratios of the minimum CPU seconds of this process per batch over
+the timed batches (with one torch thread the CPU time is the work done; it barely stretches when
+other jobs share the cores, and only upwards, through evicted caches); the ratios of median CPU
+and median wall times are printed beside it and written as ``<name>_median_cpu`` and
+``<name>_wall``. On a GPU they are ratios of median wall seconds after a synchronize. The batch is reduced on a CPU (a paper-size step
+takes ~1 s per image there). CPU results do not predict GPU ones (other kernels, other
+bottlenecks): run it again on the GPU you train on.
+
+``--quick`` (CI smoke test, a couple of minutes): tiny sizes and rounds, no compilation, and it
+writes bench/results_quick.json unless --out is given, so the committed full-run figures in
+bench/results.json are not overwritten by a smoke run.
+"""
+
+from __future__ import annotations
+
+import os
+
+import tempfile
+
+# Set before torch is imported. Inductor compiles with as many processes as cores by default:
+# keep it to one on a shared machine. An empty cache makes compile_generator_first_batch_s the
+# cold compile time a user's first run pays (a warm cache makes it a few seconds).
+os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")
+_FRESH_INDUCTOR_CACHE = tempfile.TemporaryDirectory(prefix="salightning-bench-inductor-")
+os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", _FRESH_INDUCTOR_CACHE.name)
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import math  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import torch  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the bench_* modules, however this is started
+
+import bench_data  # noqa: E402
+import bench_edges  # noqa: E402
+import bench_flops  # noqa: E402
+import bench_memory  # noqa: E402
+import bench_module  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+
+#: bench_module ratio label -> figure name
+RATIO_NAMES = {
+    "module / bare": "lightning_vs_bare_step_ratio",
+    "SA-LV / L1": "sa_local_variance_vs_l1_step_ratio",
+    "SA-Canny / L1": "sa_canny_vs_l1_step_ratio",
+    "channels_last / plain": "channels_last_vs_plain_step_ratio",
+    "bf16-mixed / fp32": "bf16_mixed_vs_fp32_step_ratio",
+    "channels_last + bf16 / plain": "channels_last_bf16_mixed_vs_plain_step_ratio",
+    "compiled G / plain": "compile_generator_vs_plain_step_ratio",
+}
+
+
+@dataclass
+class Sizes:
+    """How much of each benchmark to run."""
+
+    module_batch: int = 2
+    module_rounds: int = 4
+    module_warmup: int = 1
+    module_steps: int = 3
+    compile_generator: bool = True
+    flops_batch: int = 2
+    flops_repeats: int = 5
+    flops_conv_images: int = 4
+    edges_batch: int = 16
+    edges_repeats: int = 7
+    data_samples: int = 60
+    data_images: int = 4
+    tiled_lr_size: int = 512
+    tiled_blocks: int = 23
+    tile: int = bench_memory.PREDICT_TILE
+    overlap: int = bench_memory.PREDICT_OVERLAP
+    esrgan_batches: list[int] = field(default_factory=lambda: [8, 16])
+    vsr_batches: list[int] = field(default_factory=lambda: [4, 8, 16])
+
+
+FULL_CPU = Sizes()
+FULL_CUDA = Sizes(
+    module_batch=16, module_rounds=3, module_warmup=3, module_steps=10, flops_batch=16, flops_repeats=10,
+    flops_conv_images=32, esrgan_batches=[8, 16], vsr_batches=[32, 64],
+)
+QUICK = Sizes(
+    module_batch=1, module_rounds=1, module_warmup=1, module_steps=1, compile_generator=False, flops_batch=1,
+    flops_repeats=2, flops_conv_images=1, edges_batch=4, edges_repeats=2, data_samples=8, data_images=1,
+    tiled_lr_size=128, tiled_blocks=1, tile=64, overlap=16, esrgan_batches=[1, 2], vsr_batches=[1, 2],
+)
+
+
+def device_name(device: str) -> str:
+    if device == "cuda":
+        return torch.cuda.get_device_name()
+    with open("/proc/cpuinfo") as f:
+        model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "CPU")
+    return f"{model} CPU ({os.cpu_count()} cores)"
+
+
+def loadavg() -> str:
+    return " ".join(f"{v:.2f}" for v in os.getloadavg())
+
+
+class Figures:
+    """Collects the figures and prints each as it comes."""
+
+    def __init__(self, where: str) -> None:
+        self.values: dict[str, float] = {}
+        self.where = where
+
+    def add(self, name: str, value: float, details: str) -> None:
+        self.values[name] = float(value)
+        print(f"{name} = {value:.4g}  ({details}; {self.where})", flush=True)
+
+
+def module_figures(fig: Figures, sizes: Sizes, threads: int, device: str) -> float:
+    """Step-time ratios; returns the plain module step's seconds per image (CPU s on a CPU)."""
+    m = bench_module.measure(
+        batch=sizes.module_batch, rounds=sizes.module_rounds, warmup=sizes.module_warmup, steps=sizes.module_steps,
+        threads=threads, options=True, compile_generator=sizes.compile_generator, device=device,
+    )
+    clock = "min CPU" if device == "cpu" else "median wall"
+    for label, r in m.ratios().items():
+        a, b, target = bench_module.PAIRS[label]
+        value = r["min_cpu"] if device == "cpu" else r["wall"]
+        verdict = f"target <= {target:.2f}: {'met' if value <= target else 'MISSED'}; " if target else ""
+        fig.add(
+            RATIO_NAMES[label], value,
+            f"{verdict}{a} / {b}: {clock} {m.steady(a):.3f} / {m.steady(b):.3f} s per batch of {m.batch}, "
+            f"{len(m.times[a])} batches each",
+        )
+        if device == "cpu":
+            fig.add(f"{RATIO_NAMES[label]}_median_cpu", r["cpu"],
+                    f"median CPU {m.median_cpu(a):.3f} / {m.median_cpu(b):.3f} s")
+            fig.add(f"{RATIO_NAMES[label]}_wall", r["wall"], f"median wall {m.median_wall(a):.3f} / {m.median_wall(b):.3f} s")
+    if bench_module.COMPILED in m.first_batches:
+        first = m.first_batches[bench_module.COMPILED][0]
+        fig.add("compile_generator_first_batch_s", first[0],
+                f"wall s of the compiled variant's first batch, compilation from an empty Inductor cache "
+                f"included (its later batches: {m.median_wall(bench_module.COMPILED):.2f} s wall)")
+    per_image = m.steady(bench_module.PLAIN) / m.batch
+    fig.add("stage2_step_s_per_image", per_image,
+            f"{clock} s of the plain SA-LV module step / batch {m.batch} (paper-size SA-ESRGAN, no perceptual loss)")
+    return per_image
+
+
+def flops_figures(fig: Figures, sizes: Sizes, threads: int, device: str, step_per_image: float) -> None:
+    r = bench_flops.measure(sizes.flops_batch, sizes.flops_repeats, threads, device, sizes.flops_conv_images)
+    fig.add(
+        "generator_flop_utilization", r["utilization"],
+        f"RRDBNet fwd+bwd {r['generator_flops'] / 1e9:.1f} GFLOP in {r['generator_s']:.3f} s "
+        f"= {r['generator_flops_per_s'] / 1e9:.1f} GFLOP/s vs best dense conv {r['conv_flops_per_s'] / 1e9:.1f} "
+        f"GFLOP/s ({r['conv_best']}), fp32",
+    )
+    fig.add("generator_gflop_per_s", r["generator_flops_per_s"] / 1e9, f"batch {sizes.flops_batch} x 32x32 LR, fp32")
+    fig.add("dense_conv_gflop_per_s", r["conv_flops_per_s"] / 1e9, f"3x3 conv 64->64 fwd+bwd, {r['conv_best']}, fp32")
+    g_per_image = r["generator_s"] / sizes.flops_batch
+    fig.add("generator_share_of_step_time", g_per_image / step_per_image,
+            f"RRDBNet fwd+L1+bwd {g_per_image:.3f} s per image vs the stage-2 module step {step_per_image:.3f} s "
+            "per image (the rest: D forward/backward, Adam, losses, Lightning)")
+
+
+def edges_figures(fig: Figures, sizes: Sizes, device: str, step_per_image: float) -> None:
+    dev = torch.device(device)
+    x = bench_edges.photo_crops(sizes.edges_batch, 128).to(dev)
+    costs = bench_edges.extractor_costs(x, sizes.edges_repeats, dev)
+    step = step_per_image * sizes.edges_batch
+    for key, name in (("LocalVariance(window 5)", "local_variance"), ("Canny(100, 200)", "canny"),
+                      ("SobelMagnitude", "sobel")):
+        fig.add(f"{name}_vs_step_time_ratio", costs[key] / step,
+                f"{costs[key] * 1e3:.1f} ms per batch of {sizes.edges_batch} x 3x128x128 vs the stage-2 step "
+                f"scaled to that batch, {step:.2f} s")
+    cv2_time = costs.get("cv2.Canny loop (incl. tensor -> uint8 grey)")
+    if cv2_time:
+        fig.add("canny_vs_opencv_time_ratio", costs["Canny(100, 200)"] / cv2_time,
+                f"salightning Canny {costs['Canny(100, 200)'] * 1e3:.1f} ms vs cv2.Canny loop incl. conversion "
+                f"{cv2_time * 1e3:.1f} ms per batch of {sizes.edges_batch}")
+
+
+def data_figures(fig: Figures, sizes: Sizes, threads: int, device: str, step_per_image: float) -> None:
+    r = bench_data.measure(sizes.data_samples, 1, sizes.data_images)  # a DataLoader worker runs one thread
+    consumed = 1 / step_per_image
+    clock = "CPU" if device == "cpu" else "wall"
+    for key, name, what in (("on_the_fly", "data", "on-the-fly x4 crops of 128 from 2040x1356 PNGs"),
+                            ("paired", "data_paired", "paired crops from 480x480 HR / 120x120 LR PNGs")):
+        # on a CPU both sides in CPU seconds (steady under load); on a GPU the step's wall time
+        rate = r[f"{key}_cpu"] if device == "cpu" else r[key]
+        fig.add(f"{name}_samples_per_s_per_worker", rate,
+                f"{what}, one worker, per {'CPU' if device == 'cpu' else 'wall'} second ({r[key]:.1f} per wall s)")
+        fig.add(f"{name}_vs_step_consumption_ratio", rate / consumed,
+                f"{rate:.1f} samples/s of one worker vs {consumed:.2f} samples/s that stage-2 steps consume "
+                f"({clock} time); workers needed to keep up: {math.ceil(consumed / rate)}")
+    fig.add("imresize_vs_interpolate_time_ratio", r["down_ratio"],
+            f"MATLAB imresize x4 down {r['imresize_down_ms']:.1f} ms vs F.interpolate(antialias) "
+            f"{r['interpolate_down_ms']:.1f} ms on 2040x1356; target <= 2")
+
+
+def tiled_figures(fig: Figures, sizes: Sizes, threads: int, device: str) -> None:
+    r = bench_memory.tiled_prediction(sizes.tiled_lr_size, sizes.tiled_blocks, threads, device, sizes.tile, sizes.overlap)
+    u, t = r["untiled"], r["tiled"]
+    clock = "cpu_s" if device == "cpu" else "wall_s"
+    what = (f"{sizes.tiled_lr_size}x{sizes.tiled_lr_size} -> {u['out'][-2]}x{u['out'][-1]}, RRDBNet 64 feat "
+            f"{sizes.tiled_blocks} blocks, tile {sizes.tile} overlap {sizes.overlap}")
+    fig.add("tiled_vs_untiled_peak_memory_ratio", t["peak_mib"] / u["peak_mib"],
+            f"{t['peak_mib']:.0f} / {u['peak_mib']:.0f} MiB peak above the pre-prediction footprint, {what}")
+    fig.add("tiled_vs_untiled_time_ratio", t[clock] / u[clock],
+            f"{t[clock]:.1f} / {u[clock]:.1f} {clock.replace('_s', '')} s (wall {t['wall_s']:.1f} / {u['wall_s']:.1f} s), {what}")
+    fig.add("untiled_prediction_peak_memory_mib", u["peak_mib"], what)
+
+
+def memory_figures(fig: Figures, sizes: Sizes, threads: int, device: str) -> None:
+    unit = "RSS high-water mark above torch+Lightning imported" if device == "cpu" else "max_memory_allocated"
+    for network, batches, what in (
+        ("sa_esrgan", sizes.esrgan_batches, "RRDBNet 23 + VGGStyleD 128 + VGG19 conv5_4, HR 128"),
+        ("sa_vsrresfeatgan", sizes.vsr_batches, "VSRResNet 5 frames + VSRResFeatGAN D + VGG19 relu5_4, HR 128"),
+    ):
+        r = bench_memory.step_memory(network, batches, threads, device)
+        measured = ", ".join(f"batch {b}: {m['peak_mib']:.0f} MiB ({m['wall_s']:.1f} s step)" for b, m in r["per_batch"].items())
+        how = (f"extrapolated linearly from {measured}" if r["extrapolated"] else f"measured; {measured}")
+        fig.add(f"{network}_stage2_peak_memory_mib", r["peak_mib"],
+                f"one stage-2 step at batch {r['paper_batch']}, {what}, {unit}; {how}")
+        fig.add(f"{network}_stage2_peak_memory_extrapolated", float(r["extrapolated"]), "1: extrapolated, 0: measured")
+        if r["per_sample_mib"] is not None:
+            fig.add(f"{network}_stage2_memory_per_sample_mib", r["per_sample_mib"],
+                    f"slope between batches {sorted(batches)[-2:]}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="CI smoke test: tiny sizes, no compilation")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 keeps a shared CPU steady)")
+    parser.add_argument("--out", type=Path, help="JSON output (default bench/results.json, bench/results_quick.json with --quick)")
+    args = parser.parse_args()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device is available")
+    out = args.out or HERE / ("results_quick.json" if args.quick else "results.json")
+    sizes = QUICK if args.quick else FULL_CUDA if args.device == "cuda" else FULL_CPU
+    torch.set_num_threads(args.threads)
+
+    start, load_start = time.perf_counter(), os.getloadavg()
+    where = f"{args.device}: {device_name(args.device)}"
+    print(f"salightning benchmarks{' (quick)' if args.quick else ''} on {where}; torch {torch.__version__}, "
+          f"{args.threads} torch thread(s); load average {loadavg()}", flush=True)
+    fig = Figures(args.device)
+    step_per_image = module_figures(fig, sizes, args.threads, args.device)
+    flops_figures(fig, sizes, args.threads, args.device, step_per_image)
+    edges_figures(fig, sizes, args.device, step_per_image)
+    data_figures(fig, sizes, args.threads, args.device, step_per_image)
+    tiled_figures(fig, sizes, args.threads, args.device)
+    memory_figures(fig, sizes, args.threads, args.device)
+
+    seconds = time.perf_counter() - start
+    fig.values.update({
+        "run_seconds": round(seconds, 1),
+        "torch_threads": float(args.threads),
+        "quick": float(args.quick),
+        "load_average_1min_start": round(load_start[0], 2),
+        "load_average_1min_end": round(os.getloadavg()[0], 2),
+    })
+    out.write_text(json.dumps(fig.values, indent=1) + "\n")
+    print(f"load average at end {loadavg()}; run time {seconds:.0f} s; {len(fig.values)} figures written to {out}")
+
+
+if __name__ == "__main__":
+    main()
