@@ -270,7 +270,9 @@ class SRGANModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ losses
     def generator_losses(self, sr: Tensor, hr: Tensor, edge_map: Tensor | None) -> dict[str, Tensor]:
-        """All terms of the generator loss of the current stage, and their sum under ``"total"``.
+        """All terms of the generator loss of the current stage, and their sum under ``"total"``:
+        eq. 16/18 (ESRGAN: α·L_GAN + L_percep + L_pixel) or eq. 20/22 (VSRResFeatGAN:
+        α₁·L_GAN + α₂·L_percep + L_pixel), with L_pixel of eq. 8/9 or 12/13.
 
         ``pixel_sa`` is the SA part β·mean(W·ρ) of eq. 12/13 and ``pixel_plain`` its plain part.
         """
