@@ -103,15 +103,15 @@ class RunSummary(pl.Callback):
         if not trainer.is_global_zero:
             return
         lines = ["", "salightning: run finished"]
-        ckpt = trainer.checkpoint_callback
-        if ckpt is not None:
-            best = getattr(ckpt, "best_model_path", "")
-            if best:
-                score = getattr(ckpt, "best_model_score", None)
-                lines.append(f"  best checkpoint : {Path(best).resolve()}" + (f" ({ckpt.monitor}={float(score):.5g})" if score is not None else ""))
-            last = getattr(ckpt, "last_model_path", "")
-            if last:
-                lines.append(f"  last checkpoint : {Path(last).resolve()}")
+        for ckpt in trainer.checkpoint_callbacks:
+            path = getattr(ckpt, "best_model_path", "")
+            if path and getattr(ckpt, "monitor", None):
+                score = ckpt.best_model_score
+                lines.append(f"  best checkpoint : {Path(path).resolve()}" + (f" ({ckpt.monitor}={float(score):.5g})" if score is not None else ""))
+            elif path:  # no monitor: its one kept file is the latest state
+                lines.append(f"  last checkpoint : {Path(path).resolve()}")
+            if getattr(ckpt, "last_model_path", ""):
+                lines.append(f"  last checkpoint : {Path(ckpt.last_model_path).resolve()}")
         for cb in trainer.callbacks:
             if isinstance(cb, ValidationPanels) and cb.last_path is not None:
                 lines.append(f"  sample images   : {cb.last_path.parent.resolve()}")
