@@ -1,7 +1,13 @@
-"""Callbacks: validation image panels (LR | SR | HR | W) and an end-of-run summary."""
+"""Callbacks: validation image panels (LR | SR | HR | W), ``last.ckpt`` kept fresh (every N
+batches and on SIGTERM / SIGINT), and an end-of-run summary.
+
+Every callback is safe under DDP: collectives run on all ranks, files are written by rank 0."""
 
 from __future__ import annotations
 
+import os
+import signal
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +18,9 @@ from torch import Tensor
 
 
 def _run_dir(trainer: pl.Trainer) -> Path:
-    """The folder of this run: the logger's log_dir when there is one, else default_root_dir."""
-    log_dir = trainer.log_dir if trainer.loggers else None
-    return Path(log_dir or trainer.default_root_dir)
+    """The folder of this run (``salightning fit`` sets ``default_root_dir`` to it). Not
+    ``trainer.log_dir``: that is a collective under DDP, and a callback may call this on rank 0 only."""
+    return Path(trainer.default_root_dir)
 
 
 def make_panel(lr: Tensor, sr: Tensor, hr: Tensor, edge_map: Tensor | None) -> Tensor:
@@ -94,6 +100,97 @@ class ValidationPanels(pl.Callback):
         for logger in trainer.loggers:
             if type(logger).__name__ == "WandbLogger":
                 logger.log_image(key="val/panels", images=[panel], caption=["LR | SR | HR | W(HR)"])
+
+
+class Preempted(SystemExit):
+    """The run was stopped by a signal after writing its checkpoint; the exit status is
+    128 + the signal number (143 for SIGTERM, 130 for SIGINT), as a shell reports a killed job."""
+
+
+class LastCheckpoint(pl.Callback):
+    """Keep ``last.ckpt`` fresh, so that a stopped or killed run loses little.
+
+    * every ``every_n_batches`` training batches (batches, not optimizer steps: a GAN batch
+      makes two), ``last.ckpt`` is rewritten (atomically, by the run's checkpoint IO);
+    * on SIGTERM or SIGINT (a scheduler's preemption, Ctrl-C) the run finishes the batch in
+      progress, writes ``last.ckpt`` and exits with status 128 + signal (never 0). All DDP ranks
+      agree on the batch to stop at. A second signal exits at once, discarding a checkpoint
+      write in progress (the previous file stays).
+
+    ``--ckpt_path last`` resumes from the newest of this file and the other ``last*.ckpt`` files
+    of the run. Mid-epoch files resume exactly: the training data order is resumable
+    (:class:`salightning.data.EpochSampler`).
+
+    Args:
+        every_n_batches: rewrite ``last.ckpt`` every this many training batches (None: only at
+            signals and where a ``ModelCheckpoint`` writes it).
+        dirpath: folder of the file (default ``<run dir>/checkpoints``).
+        filename: the file's name.
+    """
+
+    def __init__(self, every_n_batches: int | None = None, dirpath: str | None = None, filename: str = "last.ckpt") -> None:
+        if every_n_batches is not None and (isinstance(every_n_batches, bool) or not isinstance(every_n_batches, int) or every_n_batches < 1):
+            raise ValueError(f"every_n_batches must be None or an integer >= 1, got {every_n_batches!r}")
+        if not filename.endswith(".ckpt") or "/" in filename:
+            raise ValueError(f"filename must be a file name ending in .ckpt (found by --ckpt_path last), got {filename!r}")
+        self.every_n_batches = every_n_batches
+        self.dirpath = dirpath
+        self.filename = filename
+        self.signum: int | None = None
+        self._trainer: pl.Trainer | None = None
+        self._previous: dict[int, Any] = {}
+
+    @property
+    def path(self) -> Path:
+        """Where the file goes: ``dirpath``, else the folder of the run's ``ModelCheckpoint``
+        (where ``--ckpt_path last`` looks), else ``<run dir>/checkpoints``."""
+        assert self._trainer is not None, "the path is known once fit has started"
+        checkpoint = self._trainer.checkpoint_callback
+        folder = self.dirpath or getattr(checkpoint, "dirpath", None) or _run_dir(self._trainer) / "checkpoints"
+        return Path(folder) / self.filename
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Installed here, after Lightning's own handlers (registered after setup), which would
+        # end the run with status 0 and no checkpoint; Lightning restores the originals at teardown.
+        self._trainer = trainer
+        self.signum = None
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._previous[sig] = signal.signal(sig, self._on_signal)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous = {}
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        if self.signum is None:
+            self.signum = signum
+            return
+        # A second signal: stop now. A checkpoint being written is discarded, its target untouched.
+        io = self._trainer.strategy.checkpoint_io if self._trainer is not None else None
+        partial = getattr(io, "in_flight", None)
+        if partial is not None:
+            Path(partial).unlink(missing_ok=True)
+        os._exit(128 + signum)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+        stop = trainer.strategy.reduce_boolean_decision(self.signum is not None, all=False)
+        done = trainer.fit_loop.epoch_loop.batch_progress.total.processed
+        if stop or (self.every_n_batches and done % self.every_n_batches == 0):
+            trainer.save_checkpoint(self.path)
+        if stop:
+            signum = self.signum or signal.SIGTERM
+            if trainer.is_global_zero:
+                print(
+                    f"salightning: stopped by {signal.Signals(signum).name} after batch {done}; checkpoint written to "
+                    f"{self.path.resolve()} (resume with --ckpt_path last)",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            raise Preempted(128 + signum)
 
 
 class RunSummary(pl.Callback):

@@ -75,6 +75,8 @@ class SafeCheckpointIO(TorchCheckpointIO):
     Remote paths (``s3://`` etc.) fall back to Lightning's own implementation.
     """
 
+    in_flight: Path | None = None  #: the temporary file of a write in progress
+
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | os.PathLike, storage_options: Any | None = None) -> None:
         if "://" in str(path):
             return super().save_checkpoint(checkpoint, path, storage_options)
@@ -84,6 +86,7 @@ class SafeCheckpointIO(TorchCheckpointIO):
         # name containing "hpc_ckpt_", and --ckpt_path last globs for *.ckpt.
         tmp = target.with_name(f".partial-write.{os.getpid()}.tmp")
         recorder: _WriteErrorRecorder | None = None
+        self.in_flight = tmp  # a signal handler that must exit now deletes it
         try:
             with open(tmp, "wb") as f:
                 recorder = _WriteErrorRecorder(f)
@@ -99,6 +102,8 @@ class SafeCheckpointIO(TorchCheckpointIO):
             code = cause.errno if cause.errno is not None else errno.EIO
             reason = cause.strerror or str(cause)
             raise OSError(code, f"could not write checkpoint {target} ({reason}); earlier checkpoints are intact") from err
+        finally:
+            self.in_flight = None
         _fsync_dir(target.parent)
         self._remove_stale_temporaries(target.parent)
 

@@ -15,22 +15,43 @@ so a user's own generator trains with the SA loss without touching the library.
 
 from __future__ import annotations
 
+import copy
+import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
 
 import torch
+from jsonargparse import Namespace
 
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning import LightningDataModule, Trainer
 from pytorch_lightning.cli import LightningCLI, SaveConfigCallback
 
+from pytorch_lightning.utilities.exceptions import MisconfigurationException
+
+from salightning.callbacks import LastCheckpoint
 from salightning.checkpoint_io import SafeCheckpointIO, load_checkpoint_file
 from salightning.module import SRGANModule
+from salightning.runs import RUN_DIR_ENV, RunLock, choose_run_dir, is_global_rank_zero
 from salightning.weights import MissingWeightsError
 
 #: Exceptions that are the user's to fix: printed as one message, not a traceback.
-USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, MissingWeightsError, NotADirectoryError, IsADirectoryError)
+USER_ERRORS = (
+    ValueError,
+    FileNotFoundError,
+    FileExistsError,
+    MissingWeightsError,
+    NotADirectoryError,
+    IsADirectoryError,
+    MisconfigurationException,
+)
+
+#: DDP strategies that cannot train G and D from one wrapper (each backward touches one network).
+_PLAIN_DDP = {"ddp", "ddp_spawn", "ddp_fork", "ddp_notebook"}
+#: Variables of the launchers that start every process of a multi-node job.
+_CLUSTER_VARIABLES = ("SLURM_NTASKS", "WORLD_SIZE", "LSB_JOBID", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "MASTER_ADDR")
 
 
 _DESCRIPTION = (
@@ -57,17 +78,82 @@ class SALightningCLI(LightningCLI):
     """LightningCLI with salightning's defaults (manual optimisation, re-runnable config saving)."""
 
     def __init__(self, args: list[str] | None = None, run: bool = True) -> None:
-        super().__init__(
-            SRGANModule,
-            LightningDataModule,
-            subclass_mode_data=True,
-            auto_configure_optimizers=False,
-            save_config_callback=SaveConfigEverywhere,
-            save_config_kwargs={"overwrite": True},
-            parser_kwargs={"prog": "salightning", "description": _DESCRIPTION},
-            args=args,
-            run=run,
-        )
+        self._run_lock: RunLock | None = None
+        self._env_before = os.environ.get(RUN_DIR_ENV)
+        self._user_config: Any = None
+        try:
+            super().__init__(
+                SRGANModule,
+                LightningDataModule,
+                subclass_mode_data=True,
+                auto_configure_optimizers=False,
+                save_config_callback=SaveConfigEverywhere,
+                save_config_kwargs={"overwrite": True},
+                parser_kwargs={"prog": "salightning", "description": _DESCRIPTION},
+                args=args,
+                run=run,
+            )
+        except BaseException:
+            # Rank 0 failed or was stopped: end the ranks Lightning started, which would otherwise
+            # wait in a collective for the process-group timeout (30 min). Their own failures end
+            # rank 0 through Lightning's launcher.
+            launcher = getattr(getattr(getattr(self, "trainer", None), "strategy", None), "launcher", None)
+            if launcher is not None and hasattr(launcher, "kill"):
+                launcher.kill(signal.SIGKILL)
+            raise
+        finally:
+            # In-process use (tests, notebooks): the next command chooses its own run folder.
+            if self._run_lock is not None:
+                self._run_lock.release()
+            if self._env_before is None:
+                os.environ.pop(RUN_DIR_ENV, None)
+            else:
+                os.environ[RUN_DIR_ENV] = self._env_before
+
+    # -- before anything is built: devices, strategy, intervals, the run folder ------------------
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        self._user_config = copy.deepcopy(config)
+        gan = config.model.get("discriminator") is not None
+        world = _check_devices(config.trainer)
+        _choose_strategy(config.trainer, gan, world)
+        if gan and config.trainer.get("max_steps") not in (None, -1):
+            raise ValueError(
+                f"--trainer.max_steps {config.trainer.max_steps}: Lightning counts optimizer steps, two per batch in a "
+                "GAN stage (one when a step is skipped); give the number of training batches as --model.max_batches "
+                "instead (the paper's and BasicSR's iterations)"
+            )
+        self._lay_out_run(config)
+
+    def _lay_out_run(self, config: Namespace) -> None:
+        """Point every output of this command into its own run folder (see :mod:`salightning.runs`)."""
+        trainer = config.trainer
+        root = Path(trainer.get("default_root_dir") or "runs/salightning")
+        if self.subcommand == "fit":
+            run_dir = choose_run_dir(root, config.get("ckpt_path"))
+            if is_global_rank_zero() and not os.environ.get(RUN_DIR_ENV):
+                self._run_lock = RunLock(run_dir)
+                os.environ[RUN_DIR_ENV] = str(run_dir)  # processes Lightning starts write here too
+        else:  # validate / test: beside the runs, never over a training run's metrics
+            run_dir = choose_run_dir(root / self.subcommand) if not os.environ.get(RUN_DIR_ENV) else Path(os.environ[RUN_DIR_ENV]) / self.subcommand
+        trainer.default_root_dir = str(run_dir)
+        for callback in trainer.get("callbacks") or []:
+            if _is_subclass(callback, "pytorch_lightning.callbacks.ModelCheckpoint") and callback.init_args.get("dirpath") is None:
+                callback.init_args.dirpath = str(run_dir / "checkpoints")
+        if trainer.get("logger") is False:
+            return
+        loggers = trainer.logger if isinstance(trainer.get("logger"), list) else [trainer.logger] if isinstance(trainer.get("logger"), Namespace) else []
+        for logger in loggers:
+            if logger.init_args.get("save_dir") is None:
+                wandb = _is_subclass(logger, "pytorch_lightning.loggers.WandbLogger")
+                logger.init_args.save_dir = os.environ["WANDB_DIR"] if wandb and os.environ.get("WANDB_DIR") else str(run_dir)
+        if not any(_is_subclass(lg, "pytorch_lightning.loggers.CSVLogger") for lg in loggers):
+            # A local metrics file beside any tracker, one folder per command (a resumed run keeps the
+            # earlier metrics.csv); first, so that trainer.log_dir (config.yaml) is that folder too.
+            csv = Namespace(class_path="pytorch_lightning.loggers.CSVLogger", init_args=Namespace(save_dir=str(run_dir), name="logs"))
+            loggers = [csv, *loggers]
+        trainer.logger = loggers
 
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
@@ -83,6 +169,11 @@ class SALightningCLI(LightningCLI):
         strategy = trainer.strategy
         if type(strategy.checkpoint_io) is TorchCheckpointIO:
             strategy.checkpoint_io = SafeCheckpointIO()
+        if self.subcommand == "fit" and not any(isinstance(cb, LastCheckpoint) for cb in trainer.callbacks):
+            trainer.callbacks.append(LastCheckpoint())  # SIGTERM / SIGINT: a checkpoint, a non-zero exit
+        for callback in trainer.callbacks:
+            if isinstance(callback, SaveConfigCallback) and self._user_config is not None:
+                callback.config = self._user_config  # the config as given: re-runnable into a new run folder
         return trainer
 
     def _parse_ckpt_path(self) -> None:
@@ -131,6 +222,74 @@ class SALightningCLI(LightningCLI):
 
     def before_test(self) -> None:
         self._check_scales()
+
+
+def _is_subclass(node: Any, class_path: str) -> bool:
+    """Whether a config node ``{class_path, init_args}`` names a subclass of ``class_path``."""
+    import importlib
+
+    if not isinstance(node, Namespace) or not isinstance(node.get("class_path"), str):
+        return False
+    module, _, name = class_path.rpartition(".")
+    base = getattr(importlib.import_module(module), name)
+    owner, _, cls_name = node.class_path.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(owner), cls_name)
+    except (ImportError, AttributeError):
+        return False
+    return isinstance(cls, type) and issubclass(cls, base)
+
+
+def _device_count(accelerator: Any, devices: Any) -> int:
+    """How many devices ``--trainer.devices`` asks for on one node."""
+    if isinstance(devices, (list, tuple)):
+        return len(devices)
+    text = str(devices).strip()
+    if "," in text:
+        return len([d for d in text.split(",") if d.strip()])
+    if text in ("auto", "-1"):
+        cuda = str(accelerator) in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+        return torch.cuda.device_count() if cuda else 1
+    return int(text)
+
+
+def _check_devices(trainer: Namespace) -> int:
+    """Refuse device and node counts the machine cannot give (Lightning would start them and
+    hang); return the number of processes."""
+    accelerator, devices = trainer.get("accelerator", "auto"), trainer.get("devices", "auto")
+    try:
+        count = _device_count(accelerator, devices)
+    except ValueError:
+        raise ValueError(f"--trainer.devices {devices!r}: expected a number, a list of device indices, or auto") from None
+    cuda = str(accelerator) in ("gpu", "cuda") or (str(accelerator) == "auto" and torch.cuda.is_available())
+    if cuda:
+        available = torch.cuda.device_count()
+        if count > available:
+            raise ValueError(f"--trainer.devices {devices}: this machine has {available} CUDA device(s); use at most {available}")
+    elif count > (os.cpu_count() or 1):
+        raise ValueError(f"--trainer.devices {devices}: this machine has {os.cpu_count()} CPU cores; use at most that many processes")
+    nodes = int(trainer.get("num_nodes") or 1)
+    if nodes > 1 and not any(os.environ.get(var) for var in _CLUSTER_VARIABLES):
+        raise ValueError(
+            f"--trainer.num_nodes {nodes}: no cluster launcher found (SLURM's srun, torchrun, LSF, MPI); start one "
+            "process per device on every node with it (see docs/cluster.md), or use --trainer.num_nodes 1"
+        )
+    return count * nodes
+
+
+def _choose_strategy(trainer: Namespace, gan: bool, world: int) -> None:
+    """A GAN stage on several processes needs DDP that looks for unused parameters (the G step
+    leaves D without gradients and the D step G): choose it for ``strategy: auto``, refuse plain DDP."""
+    strategy = trainer.get("strategy", "auto")
+    if not gan or world < 2 or not isinstance(strategy, str):
+        return
+    if strategy == "auto":
+        trainer.strategy = "ddp_find_unused_parameters_true"
+    elif strategy in _PLAIN_DDP:
+        raise ValueError(
+            f"--trainer.strategy {strategy} cannot train a GAN stage: each backward pass reaches only one of G and D, "
+            "which plain DDP refuses; use --trainer.strategy auto (chooses ddp_find_unused_parameters_true)"
+        )
 
 
 def _predict_main(argv: list[str]) -> None:

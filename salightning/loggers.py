@@ -3,7 +3,7 @@
     trainer:
       logger:
         class_path: salightning.loggers.WandbLogger
-        init_args: {project: salightning, name: sa_esrgan_lv, save_dir: runs/sa_esrgan_lv}
+        init_args: {name: sa_esrgan_lv}   # project: $WANDB_PROJECT or salightning; files in the run folder
 
 Online when W&B credentials are found (checkpoints are then uploaded as artifacts), offline
 otherwise (everything is written under ``<save_dir>/wandb`` and uploaded later with
@@ -88,9 +88,9 @@ class WandbLogger(_LightningWandbLogger):
 
     def __init__(
         self,
-        project: str = "salightning",
+        project: str | None = None,
         name: str | None = None,
-        save_dir: str = "runs",
+        save_dir: str | None = None,
         group: str | None = None,
         tags: list[str] | None = None,
         entity: str | None = None,
@@ -122,6 +122,9 @@ class WandbLogger(_LightningWandbLogger):
         # os.environ["WANDB_MODE"] for the whole process (turning "disabled" into "dryrun").
         if self.offline:
             extra["mode"] = "disabled" if self.disabled else "offline"
+        # W&B's own variables apply unless the config sets a value (wandb reads WANDB_ENTITY itself).
+        project = project or os.environ.get("WANDB_PROJECT") or "salightning"
+        save_dir = save_dir or os.environ.get("WANDB_DIR") or "."
         super().__init__(
             name=name,
             save_dir=save_dir,

@@ -102,3 +102,29 @@ def run_main(argv: list, capsys) -> tuple[int, str, str]:
         code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
     captured = capsys.readouterr()
     return code, captured.out, captured.err
+
+
+def run_in_group(cmd: list, timeout: float, **kwargs) -> "subprocess.CompletedProcess":
+    """``subprocess.run`` in a session of its own: at the timeout the whole process group (DDP
+    ranks, data workers) is killed and the test fails with the last lines of output."""
+    import os
+    import signal
+    import subprocess
+
+    import pytest
+
+    kwargs.setdefault("stdout", subprocess.PIPE)
+    kwargs.setdefault("stderr", subprocess.PIPE)
+    kwargs.setdefault("text", True)
+    process = subprocess.Popen([str(c) for c in cmd], start_new_session=True, **kwargs)
+    try:
+        out, err = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        out, err = process.communicate(timeout=60)
+        pytest.fail(f"{' '.join(map(str, cmd[:3]))} ... timed out after {timeout} s:\n{str(out or '')[-3000:]}\n{str(err or '')[-3000:]}")
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(60)
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err)

@@ -20,7 +20,7 @@ import torch
 import yaml
 from PIL import Image
 
-from conftest import run_main, save_png
+from conftest import run_main, save_png, run_in_group
 
 from salightning.cli import main
 from salightning.metrics import psnr
@@ -115,7 +115,7 @@ def tiny_fit(tmp_path_factory) -> Path:
         main([str(a) for a in TINY_FIT])
     finally:
         mp.undo()
-    (best,) = tmp.glob("runs/quickstart_psnr/checkpoints/best-*.ckpt")
+    (best,) = tmp.glob("runs/quickstart_psnr/version_0/checkpoints/best-*.ckpt")
     return best
 
 
@@ -200,7 +200,7 @@ def test_help_lists_the_commands(capsys):
 
 @pytest.mark.slow
 def test_python_dash_m_help():
-    result = subprocess.run([sys.executable, "-m", "salightning", "--help"], capture_output=True, text=True, cwd=REPO, timeout=120)
+    result = run_in_group([sys.executable, "-m", "salightning", "--help"], text=True, cwd=REPO, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "usage: salightning" in result.stdout and "fit" in result.stdout
 
@@ -221,12 +221,12 @@ def test_quickstart_end_to_end(tmp_path, photos):
     (run / "configs").symlink_to(REPO / "configs")
     (run / "salightning" / "assets").symlink_to(REPO / "salightning" / "assets")
     env = dict(os.environ, WANDB_MODE="disabled", SALIGHTNING_CACHE_DIR=str(tmp_path / "cache"))
-    result = subprocess.run(
+    result = run_in_group(
         [str(SCRIPT), "fit", "--config", "configs/quickstart.yaml", "--trainer.max_epochs", "1",
          "--data.init_args.samples_per_epoch", "16", "--data.init_args.num_workers", "0",
          "--data.init_args.eval_patch_size", "64", "--model.sa_calibration_batches", "1",
          "--trainer.enable_progress_bar", "false", "--trainer.log_every_n_steps", "1"],
-        capture_output=True, text=True, cwd=run, env=env, timeout=300,
+        cwd=run, env=env, timeout=300,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "Traceback" not in result.stderr
@@ -253,9 +253,9 @@ def test_quickstart_end_to_end(tmp_path, photos):
     inputs.mkdir()
     save_png(photos[2][:, 100:132, 150:190], inputs / "coffee.png")
     before = file_digests(inputs)
-    result = subprocess.run(
+    result = run_in_group(
         [str(SCRIPT), "predict", "--ckpt_path", best, "--input", inputs / "coffee.png", "--output", tmp_path / "out"],
-        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300,
+        cwd=tmp_path, env=env, timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert png_size(tmp_path / "out" / "coffee.png") == (128, 160)

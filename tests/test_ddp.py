@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import run_in_group
+
 SCRIPT = textwrap.dedent(
     """
     import sys
@@ -67,7 +69,7 @@ def test_ddp_two_process_stage2_ranks_agree(tmp_path):
     script = tmp_path / "ddp_run.py"
     script.write_text(SCRIPT.format(tests_dir=tests_dir, out=str(tmp_path)))
     env = dict(os.environ, WANDB_MODE="disabled", OMP_NUM_THREADS="1", PL_DISABLE_FORK="1")
-    proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    proc = run_in_group([sys.executable, str(script)], cwd=tmp_path, env=env, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     r0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
     r1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
@@ -121,7 +123,7 @@ def test_ddp_validation_means_are_exact_with_an_odd_number_of_images(tmp_path, p
     script.write_text(VALIDATE_SCRIPT.format(val=str(val), out=str(tmp_path)))
     env = dict(os.environ, WANDB_MODE="disabled", OMP_NUM_THREADS="1")
     for devices in ("1", "2"):
-        proc = subprocess.run([sys.executable, str(script), devices], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+        proc = run_in_group([sys.executable, str(script), devices], cwd=tmp_path, env=env, text=True, timeout=600)
         assert proc.returncode == 0, proc.stderr[-4000:]
     single = torch.load(tmp_path / "val1.pt")
     ddp = torch.load(tmp_path / "val2.pt")

@@ -158,8 +158,8 @@ def test_trains_with_the_module_and_the_panels_callback(clean_env, tmp_path, mon
         logger.experiment.finish()
     out = capsys.readouterr().out
     assert "W&B run" in out
-    panels = list((tmp_path / "runs").glob("**/samples/*.png"))
-    assert panels, list((tmp_path / "runs").rglob("*"))
+    panels = list((tmp_path / "samples").glob("*.png"))  # <default_root_dir>/samples, the run folder
+    assert panels, list(tmp_path.rglob("*"))
     assert os.environ["WANDB_MODE"] == "disabled"
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from salightning.data.imresize import imresize
 
@@ -261,43 +261,85 @@ def _centre_box(lr_h: int, lr_w: int, size: int | None) -> tuple[int, int, int, 
     return (lr_h - h) // 2, (lr_w - w) // 2, h, w
 
 
-class EpochSampler(Sampler):
+class EpochSampler(DistributedSampler):
     """Yields ``(item, seed)`` pairs: ``length`` items per epoch and a random seed for each.
 
     Items are visited in rounds of a random permutation, so an epoch longer than the number of
     items repeats them evenly ("enlarge"). The order and the seeds depend only on ``seed`` and
-    the epoch, not on the number of workers, so a run is reproducible from ``seed``. Lightning
-    calls :meth:`set_epoch` before each epoch; without it, the epoch counts the iterations.
+    the epoch, not on the number of workers, so a run is reproducible from ``seed``. Under DDP
+    each of ``num_replicas`` processes takes every ``num_replicas``-th pair of the epoch (a
+    ``DistributedSampler``, so Lightning leaves it in place).
+
+    **Resumable**: with ``progress`` (a function returning how many samples this process has
+    trained on in the whole run so far; the datamodules pass the
+    trainer's batch count), each new iterator starts where training stands: epoch
+    ``progress() // len(self)``, skipping the pairs already trained on. So the data order is a
+    function of the batches trained, whenever the iterator is made (Lightning makes it before
+    ``set_epoch``; workers prefetch at once) and however the run was stopped and resumed.
+    Without ``progress`` the epoch is the one given to :meth:`set_epoch`, else it counts the
+    iterations.
 
     Args:
         num_items: how many distinct items there are.
-        length: samples per epoch.
+        length: samples per epoch (all processes together).
         seed: base seed.
+        num_replicas: number of processes (default: the process group's size, else 1).
+        rank: this process's rank (default: from the process group, else 0).
+        progress: samples this process has consumed so far, or None.
     """
 
-    def __init__(self, num_items: int, length: int, seed: int = 0) -> None:
+    def __init__(
+        self,
+        num_items: int,
+        length: int,
+        seed: int = 0,
+        num_replicas: int | None = None,
+        rank: int | None = None,
+        progress: Callable[[], int] | None = None,
+    ) -> None:
+        # DistributedSampler.__init__ is not called: it needs a dataset and a process group.
         if num_items < 1:
             raise ValueError(f"num_items must be >= 1, got {num_items!r}")
         if length < 1:
             raise ValueError(f"length must be >= 1, got {length!r}")
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        self.num_replicas = num_replicas if num_replicas is not None else (torch.distributed.get_world_size() if distributed else 1)
+        self.rank = rank if rank is not None else (torch.distributed.get_rank() if distributed else 0)
+        if not 0 <= self.rank < self.num_replicas:
+            raise ValueError(f"rank must be in [0, {self.num_replicas}), got {self.rank}")
+        if length < self.num_replicas:
+            raise ValueError(f"length={length} samples per epoch cannot be shared by {self.num_replicas} processes")
         self.num_items = num_items
         self.length = length
         self.seed = seed
         self.epoch = 0
+        self.progress = progress
+        self.num_samples = length // self.num_replicas  # per process; the remainder is dropped
+        self.total_size = self.num_samples * self.num_replicas
+        self.shuffle, self.drop_last = True, True
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return self.length
+        return self.num_samples
 
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        rng = np.random.default_rng([self.seed, self.epoch])
-        self.epoch += 1
+    def epoch_pairs(self, epoch: int) -> list[tuple[int, int]]:
+        """All ``length`` pairs of an epoch, for all processes, in order."""
+        rng = np.random.default_rng([self.seed, epoch])
         rounds = math.ceil(self.length / self.num_items)
         order = np.concatenate([rng.permutation(self.num_items) for _ in range(rounds)])[: self.length]
         seeds = rng.integers(0, 2**62, size=self.length)
-        return iter(zip(order.tolist(), seeds.tolist()))
+        return list(zip(order.tolist(), seeds.tolist()))
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        if self.progress is not None:
+            epoch, offset = divmod(int(self.progress()), self.num_samples)
+        else:
+            epoch, offset = self.epoch, 0
+            self.epoch += 1
+        mine = self.epoch_pairs(epoch)[self.rank : self.total_size : self.num_replicas]
+        return iter(mine[offset:])
 
 
 def _split_key(key: int | tuple[int, int], base_seed: int) -> tuple[int, np.random.Generator]:
@@ -491,6 +533,9 @@ class _BaseSRDataModule(pl.LightningDataModule):
             pin_memory=self.pin_memory and torch.cuda.is_available(),
             drop_last=drop_last,
             persistent_workers=self.num_workers > 0,
+            # Worker seeds from the loader's own generator, not the global RNG: a resumed run's
+            # first iterator would otherwise draw once more than the uninterrupted run did.
+            generator=torch.Generator().manual_seed(self.seed),
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -498,8 +543,12 @@ class _BaseSRDataModule(pl.LightningDataModule):
         num_items = len(dataset)
         # Default: one pass over the items, but never less than one full batch.
         length = self.samples_per_epoch or max(num_items, self.batch_size)
-        sampler = EpochSampler(num_items, length, self.seed)
+        sampler = EpochSampler(num_items, length, self.seed, progress=self._samples_trained if self.trainer is not None else None)
         return self._loader(dataset, self.batch_size, sampler, drop_last=True)
+
+    def _samples_trained(self) -> int:
+        """Samples this process has trained on in the run (restored from a checkpoint on resume)."""
+        return self.trainer.fit_loop.epoch_loop.batch_progress.total.processed * self.batch_size
 
     def _eval_sampler(self, dataset: Dataset) -> Sampler | None:
         # Under DDP, each image is evaluated by exactly one process: Lightning's default
