@@ -269,3 +269,17 @@ def test_a_failing_rank_stops_every_rank_with_its_message(rank, tmp_path):
             pass
         process.wait(30)
     assert rc != 0 and f"injected failure on rank {rank}" in log.read_text(), log.read_text()[-3000:]
+
+
+def test_wandb_variables_apply_unless_the_config_sets_a_value(tmp_path, monkeypatch):
+    from salightning.loggers import WandbLogger
+
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    monkeypatch.setenv("WANDB_PROJECT", "from-env")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb-dir"))
+    logger = WandbLogger()
+    assert logger.name == "from-env" and logger.save_dir == str(tmp_path / "wandb-dir")
+    logger = WandbLogger(project="from-config", save_dir=str(tmp_path / "given"))
+    assert logger.name == "from-config" and logger.save_dir == str(tmp_path / "given")
+    monkeypatch.delenv("WANDB_PROJECT")
+    assert WandbLogger().name == "salightning"
