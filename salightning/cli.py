@@ -25,12 +25,15 @@ from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning import LightningDataModule, Trainer
 from pytorch_lightning.cli import LightningCLI, SaveConfigCallback
 
-from salightning.checkpoint_io import SafeCheckpointIO, load_checkpoint_file
-from salightning.module import SRGANModule
+from salightning.checkpoint_io import NonFiniteCheckpointError, SafeCheckpointIO, load_checkpoint_file
+from salightning.module import SRGANModule, TrainingDiverged
 from salightning.weights import MissingWeightsError
 
 #: Exceptions that are the user's to fix: printed as one message, not a traceback.
-USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, MissingWeightsError, NotADirectoryError, IsADirectoryError)
+USER_ERRORS = (
+    ValueError, FileNotFoundError, FileExistsError, MissingWeightsError, NotADirectoryError, IsADirectoryError,
+    TrainingDiverged, NonFiniteCheckpointError,
+)
 
 
 _DESCRIPTION = (

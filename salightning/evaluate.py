@@ -47,6 +47,7 @@ from salightning.data.samples import sample_image_paths, sample_video_paths
 from salightning.data.video import VIDEO_EXTENSIONS, _has_images, find_sequences, open_sequence
 from salightning.edges import EdgeExtractor, LocalVariance
 from salightning.metrics import LPIPS, SRMetrics, psnr
+from salightning.paths import check_output_not_inside
 from salightning.predict import load_generator, super_resolve_clip
 from salightning.weights import MissingWeightsError
 
@@ -785,6 +786,8 @@ def _evaluate_main(argv: list[str]) -> None:
             if label in test_sets:
                 raise ValueError(f"--test_sets: the label {label!r} is used twice; write label=path")
             test_sets[label] = path
+    inputs = [*checkpoints.values(), *(p for p in (test_sets or {}).values() if p is not None)]
+    check_output_not_inside(inputs, args.output, "--output")
     lpips = None if args.lpips == "none" else args.lpips
     common = {"tile": args.tile, "tile_overlap": args.tile_overlap, "device": args.device, "use_ema": not args.no_ema}
     results = evaluate_checkpoints(

@@ -15,6 +15,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from salightning.checkpoint_io import CHECKSUM_KEY, tensor_digest
+from salightning.paths import check_output_not_inside, resolve_path
 from salightning.weights import load_state_dict_file
 
 
@@ -114,10 +116,13 @@ def export_generator(checkpoint: str | os.PathLike, output: str | os.PathLike, u
     out = Path(output)
     if out.exists():
         raise FileExistsError(f"{str(out)!r} exists; choose another output path")
+    check_output_not_inside([checkpoint], out, "--output")
     generator = load_generator(checkpoint, use_ema=use_ema)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
-    torch.save(generator.state_dict(), tmp)
+    state = generator.state_dict()
+    setattr(state, CHECKSUM_KEY, tensor_digest(state))  # an attribute: the file stays a plain state dict
+    torch.save(state, tmp)
     tmp.replace(out)  # atomic: a crash never leaves a half-written file under the final name
     return out
 
@@ -132,13 +137,16 @@ def _to_uint8_hwc(image: Tensor):
     return (image.float().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
 
 
-def _check_output(src: Path, out: Path) -> None:
-    # Outputs keep the inputs' names, so writing into the input folder would overwrite them.
-    src_dir = src.resolve() if src.is_dir() else src.resolve().parent
-    if out.resolve() == src_dir or (out.exists() and not out.is_dir()):
-        raise ValueError(
-            f"--output {str(out)!r} must be a folder other than the input's (inputs are never overwritten)"
-        )
+def _check_output(src: Path, out: Path, video_model: bool) -> None:
+    """Refuse an output that is a file, or that is on or inside the input, or where an output
+    would land on the input (outputs keep the inputs' names)."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--output {str(out)!r} is a file; give a folder (inputs are never overwritten)")
+    check_output_not_inside([src], out, "--output")
+    if src.is_file():
+        check_output_not_inside([src], out / f"{src.stem}.png", "--output")
+    elif video_model:
+        check_output_not_inside([src], out / resolve_path(src, "--input").name, "--output")
 
 
 @torch.no_grad()
@@ -199,9 +207,9 @@ def predict_path(
     src, out = Path(input).expanduser(), Path(output).expanduser()
     if not src.exists():
         raise FileNotFoundError(f"--input {str(src)!r} does not exist")
-    _check_output(src, out)
-    device = next(generator.parameters()).device
     video_model = int(getattr(generator, "num_frames", 1)) > 1
+    _check_output(src, out, video_model)
+    device = next(generator.parameters()).device
     written: list[Path] = []
     out.mkdir(parents=True, exist_ok=True)
     if src.is_file() and src.suffix.lower() in VIDEO_EXTENSIONS:
@@ -227,7 +235,7 @@ def predict_path(
     elif video_model:
         clip = FrameFolder(src, option="--input")
         sr = super_resolve_clip(generator, clip.read(list(range(len(clip)))), tile, overlap)
-        folder = out / src.name
+        folder = out / resolve_path(src, "--input").name
         folder.mkdir(exist_ok=True)
         for frame_path, frame in zip(clip.frames, sr):
             written.append(folder / f"{frame_path.stem}.png")
