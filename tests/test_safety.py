@@ -94,3 +94,109 @@ def test_evaluate_refuses_an_output_inside_a_test_set(image_ckpt, clip, capsys):
     code, _, err = run_main(argv, capsys)
     assert_one_message(code, err, "--output", str(clip))
     assert tree_digest(clip) == before
+
+
+# -------------------------------------------------------------------- finite weights, checksums
+
+
+def _lightning_style(generator: torch.nn.Module) -> dict:
+    """A checkpoint as Lightning hands it to the checkpoint IO: weights and an Adam state."""
+    opt = torch.optim.Adam(generator.parameters(), lr=1e-3)
+    generator(torch.rand(1, 3, 8, 8)).mean().backward()
+    opt.step()
+    return {
+        "epoch": 0,
+        "state_dict": {f"generator.{k}": v.clone() for k, v in generator.state_dict().items()},
+        "optimizer_states": [opt.state_dict()],
+        "hyper_parameters": {"generator": {"class_path": "salightning.models.RRDBNet", "init_args": dict(TINY_RRDB)}},
+    }
+
+
+@pytest.fixture()
+def saved(tmp_path) -> tuple[Path, dict]:
+    """``last.ckpt`` written by SafeCheckpointIO, and the checkpoint it holds."""
+    from salightning.checkpoint_io import SafeCheckpointIO
+
+    torch.manual_seed(0)
+    checkpoint = _lightning_style(RRDBNet(**TINY_RRDB))
+    path = tmp_path / "run" / "last.ckpt"
+    SafeCheckpointIO().save_checkpoint(checkpoint, path)
+    return path, checkpoint
+
+
+@pytest.mark.parametrize(
+    ("where", "key"),
+    [("weights", "state_dict.generator.conv_first.weight"), ("adam", "optimizer_states[0].state.0.exp_avg_sq")],
+)
+def test_a_non_finite_state_is_never_written_and_the_last_good_file_stays(saved, where, key):
+    from salightning.checkpoint_io import NonFiniteCheckpointError, SafeCheckpointIO
+
+    path, checkpoint = saved
+    before = tree_digest(path.parent)
+    if where == "weights":
+        checkpoint["state_dict"]["generator.conv_first.weight"][0, 0, 0, 0] = float("nan")
+    else:
+        checkpoint["optimizer_states"][0]["state"][0]["exp_avg_sq"].fill_(float("inf"))
+    with pytest.raises(NonFiniteCheckpointError, match="was not written") as err:
+        SafeCheckpointIO().save_checkpoint(checkpoint, path)
+    assert str(path) in str(err.value) and key in str(err.value)
+    assert tree_digest(path.parent) == before
+
+
+def test_training_diverged_is_one_line_with_status_2(monkeypatch, capsys):
+    import salightning.cli
+    from salightning.module import TrainingDiverged
+
+    def diverge(argv):
+        raise TrainingDiverged("20 non-finite losses in a row at batch 7")
+
+    monkeypatch.setattr(salightning.cli, "_check_config_files", diverge)
+    code, _, err = run_main(["fit", "--config", "any.yaml"], capsys)
+    assert_one_message(code, err, "non-finite losses")
+
+
+def _flip_64_bytes_inside(path: Path, tensor: torch.Tensor) -> None:
+    """Invert 64 bytes in the middle of ``tensor``'s payload in the file ``path``."""
+    data = bytearray(path.read_bytes())
+    payload = tensor.contiguous().view(torch.uint8).numpy().tobytes()
+    start = data.find(payload)
+    assert start >= 0 and len(payload) > 128
+    middle = start + len(payload) // 2
+    data[middle : middle + 64] = bytes(b ^ 0xFF for b in data[middle : middle + 64])
+    path.write_bytes(bytes(data))
+
+
+def test_checkpoints_carry_a_checksum_and_64_flipped_bytes_are_refused(saved, tmp_path, capsys):
+    from salightning.checkpoint_io import CHECKSUM_KEY, load_checkpoint_file
+
+    path, checkpoint = saved
+    assert len(load_checkpoint_file(path)[CHECKSUM_KEY]) == 64
+    _flip_64_bytes_inside(path, checkpoint["state_dict"]["generator.body.0.rdb1.conv1.weight"])
+    with pytest.raises(ValueError, match="SHA-256") as err:
+        load_checkpoint_file(path)
+    assert str(path) in str(err.value)
+    code, _, err_text = run_main(["predict", "--ckpt_path", path, "--input", path.parent, "--output", tmp_path / "o"], capsys)
+    assert_one_message(code, err_text, str(path), "corrupt")
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_checkpoint_without_checksum_loads_with_a_note(image_ckpt, caplog):
+    from salightning.checkpoint_io import load_checkpoint_file
+
+    with caplog.at_level("WARNING", logger="salightning.checkpoint_io"):
+        assert "state_dict" in load_checkpoint_file(image_ckpt)
+    assert [r.getMessage() for r in caplog.records if "no content checksum" in r.getMessage() and str(image_ckpt) in r.getMessage()]
+
+
+def test_exports_carry_a_checksum_verified_on_load(saved, tmp_path, capsys):
+    from salightning.models import load_pretrained
+
+    path, _ = saved
+    out = tmp_path / "gen.pth"
+    code, _, err = run_main(["export", "--ckpt_path", path, "--output", out], capsys)
+    assert code == 0, err
+    load_pretrained(RRDBNet(**TINY_RRDB), out)
+    _flip_64_bytes_inside(out, torch.load(out, weights_only=True)["body.0.rdb1.conv1.weight"])
+    with pytest.raises(ValueError, match="SHA-256") as err_info:
+        load_pretrained(RRDBNet(**TINY_RRDB), out)
+    assert str(out) in str(err_info.value)
