@@ -4,6 +4,7 @@ files are unchanged."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -200,3 +201,84 @@ def test_exports_carry_a_checksum_verified_on_load(saved, tmp_path, capsys):
     with pytest.raises(ValueError, match="SHA-256") as err_info:
         load_pretrained(RRDBNet(**TINY_RRDB), out)
     assert str(out) in str(err_info.value)
+
+
+# -------------------------------------------------------------------- checkpoints never choose code
+
+USER_MODULE = '''
+import sys
+from pathlib import Path
+
+from salightning.models import RRDBNet
+
+Path(__file__).with_name("imported.marker").write_text("module code ran")
+
+
+class UserNet(RRDBNet):
+    """A user's own generator."""
+'''
+
+
+@pytest.fixture()
+def user_module_ckpt(tmp_path, monkeypatch) -> Path:
+    """A checkpoint whose generator is ``user_gen.UserNet``, a module next to it (on sys.path, as
+    the cwd is under ``python -m``) whose import leaves ``imported.marker``."""
+    (tmp_path / "user_gen.py").write_text(USER_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "user_gen", raising=False)
+    torch.manual_seed(0)
+    return make_checkpoint(tmp_path / "user.ckpt", RRDBNet(**TINY_RRDB), "user_gen.UserNet", TINY_RRDB)
+
+
+@pytest.mark.parametrize("command", ["predict", "export", "test"])
+def test_a_checkpoint_cannot_import_a_module_that_is_not_trusted(user_module_ckpt, clip, tmp_path, command, capsys):
+    argv = {
+        "predict": ["predict", "--ckpt_path", user_module_ckpt, "--input", clip, "--output", tmp_path / "o"],
+        "export": ["export", "--ckpt_path", user_module_ckpt, "--output", tmp_path / "o.pth"],
+        "test": ["test", "--ckpt_path", user_module_ckpt, "--test_sets", f"clip={clip}", "--output", tmp_path / "o", "--lpips", "none"],
+    }[command]
+    before = tree_digest(clip, user_module_ckpt)
+    code, _, err = run_main(argv, capsys)
+    assert_one_message(code, err, "user_gen.UserNet", "--trust_module user_gen")
+    assert not (tmp_path / "imported.marker").exists()
+    assert not (tmp_path / "o").exists() and not (tmp_path / "o.pth").exists()
+    assert tree_digest(clip, user_module_ckpt) == before
+
+
+def test_a_trusted_module_is_imported(user_module_ckpt, clip, tmp_path, capsys):
+    argv = ["predict", "--ckpt_path", user_module_ckpt, "--input", clip, "--output", tmp_path / "o", "--trust_module", "user_gen"]
+    code, _, err = run_main(argv, capsys)
+    assert code == 0, err
+    assert (tmp_path / "imported.marker").exists() and len(list((tmp_path / "o").glob("*.png"))) == 4
+
+
+def test_an_untrusted_class_nested_in_the_generator_config_is_refused(tmp_path):
+    from salightning.predict import check_trusted_classes
+
+    config = {"class_path": "salightning.models.RRDBNet", "init_args": {"act": {"class_path": "os.system"}}}
+    with pytest.raises(ValueError, match=r"'os.system'.*--trust_module os"):
+        check_trusted_classes(config, [], "checkpoint 'x.ckpt'")
+    check_trusted_classes(config, ["os"], "checkpoint 'x.ckpt'")
+
+
+def test_a_missing_generator_module_is_one_named_error(tmp_path, clip, capsys):
+    torch.manual_seed(0)
+    ckpt = make_checkpoint(tmp_path / "gone.ckpt", RRDBNet(**TINY_RRDB), "gone_module.GoneNet", TINY_RRDB)
+    argv = ["predict", "--ckpt_path", ckpt, "--input", clip, "--output", tmp_path / "o", "--trust_module", "gone_module"]
+    code, _, err = run_main(argv, capsys)
+    assert_one_message(code, err, str(ckpt), "gone_module.GoneNet")
+
+
+def test_fit_resuming_a_checkpoint_cannot_import_a_module_that_the_config_does_not_name(user_module_ckpt, tmp_path, photos, capsys):
+    from test_reliability import make_project, tiny_config, write_config
+
+    make_project(tmp_path / "user", photos)
+    config = write_config(tmp_path / "user" / "config.yaml", tiny_config(tmp_path / "user", max_epochs=1))
+    ckpt = torch.load(user_module_ckpt, weights_only=True)
+    ckpt["hyper_parameters"] = {**tiny_config(tmp_path / "user")["model"], "generator": ckpt["hyper_parameters"]["generator"]}
+    torch.save(ckpt, user_module_ckpt)
+    before = tree_digest(tmp_path / "user", user_module_ckpt)
+    code, _, err = run_main(["fit", "--config", config, "--ckpt_path", user_module_ckpt], capsys)
+    assert_one_message(code, err, "user_gen.UserNet", "naming that class in your config")
+    assert not (tmp_path / "imported.marker").exists()
+    assert tree_digest(tmp_path / "user", user_module_ckpt) == before
