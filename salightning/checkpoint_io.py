@@ -125,6 +125,43 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def remove_stale_temporaries(folder: Path) -> None:
+    """Delete ``.partial-write.<pid>.tmp`` files in ``folder`` whose writer no longer runs (killed mid-write)."""
+    for leftover in folder.glob(".*.tmp"):
+        pid = leftover.name[: -len(".tmp")].rpartition(".")[2]
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            leftover.unlink(missing_ok=True)
+
+
+def save_atomically(obj: Any, target: Path, kind: str = "checkpoint", unchanged: str = "earlier checkpoints are intact") -> None:
+    """``torch.save(obj, target)`` through a temporary file in the same folder, ``fsync``ed and
+    renamed over ``target``: a kill leaves the previous file or the new one. A failed write
+    removes the temporary file and raises an ``OSError`` with the failure's errno, naming
+    ``target`` (``kind``) and saying what is ``unchanged``."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # No "ckpt" in the name: Lightning's HPC resume parses version numbers out of any file
+    # name containing "hpc_ckpt_", and --ckpt_path last globs for *.ckpt.
+    tmp = target.with_name(f".partial-write.{os.getpid()}.tmp")
+    recorder: _WriteErrorRecorder | None = None
+    try:
+        with open(tmp, "wb") as f:
+            recorder = _WriteErrorRecorder(f)
+            torch.save(obj, recorder)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException as err:
+        tmp.unlink(missing_ok=True)
+        cause = err if isinstance(err, OSError) else (recorder.error if recorder is not None else None)
+        if cause is None:
+            raise  # not an I/O failure (e.g. an unpicklable object, KeyboardInterrupt)
+        code = cause.errno if cause.errno is not None else errno.EIO
+        reason = cause.strerror or str(cause)
+        raise OSError(code, f"could not write {kind} {target} ({reason}, errno {errno.errorcode.get(code, code)}); {unchanged}") from err
+    _fsync_dir(target.parent)
+    remove_stale_temporaries(target.parent)
+
+
 class SafeCheckpointIO(TorchCheckpointIO):
     """Lightning checkpoint IO with five guarantees for local files.
 
@@ -152,37 +189,7 @@ class SafeCheckpointIO(TorchCheckpointIO):
             return super().save_checkpoint(checkpoint, path, storage_options)
         target = Path(path)
         check_finite_checkpoint(checkpoint, target)
-        checkpoint = with_checksum(checkpoint)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        # No "ckpt" in the name: Lightning's HPC resume parses version numbers out of any file
-        # name containing "hpc_ckpt_", and --ckpt_path last globs for *.ckpt.
-        tmp = target.with_name(f".partial-write.{os.getpid()}.tmp")
-        recorder: _WriteErrorRecorder | None = None
-        try:
-            with open(tmp, "wb") as f:
-                recorder = _WriteErrorRecorder(f)
-                torch.save(checkpoint, recorder)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, target)
-        except BaseException as err:
-            tmp.unlink(missing_ok=True)
-            cause = err if isinstance(err, OSError) else (recorder.error if recorder is not None else None)
-            if cause is None:
-                raise  # not an I/O failure (e.g. an unpicklable object, KeyboardInterrupt)
-            code = cause.errno if cause.errno is not None else errno.EIO
-            reason = cause.strerror or str(cause)
-            raise OSError(code, f"could not write checkpoint {target} ({reason}); earlier checkpoints are intact") from err
-        _fsync_dir(target.parent)
-        self._remove_stale_temporaries(target.parent)
-
-    @staticmethod
-    def _remove_stale_temporaries(folder: Path) -> None:
-        """Delete ``.partial-write.<pid>.tmp`` files in ``folder`` whose writer no longer runs (killed mid-write)."""
-        for leftover in folder.glob(".*.tmp"):
-            pid = leftover.name[: -len(".tmp")].rpartition(".")[2]
-            if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
-                leftover.unlink(missing_ok=True)
+        save_atomically(with_checksum(checkpoint), target)
 
     def load_checkpoint(self, path: str | os.PathLike, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
         if "://" in str(path):

@@ -33,7 +33,7 @@ from salightning.weights import MissingWeightsError
 #: Exceptions that are the user's to fix: printed as one message, not a traceback.
 USER_ERRORS = (
     ValueError, FileNotFoundError, FileExistsError, MissingWeightsError, NotADirectoryError, IsADirectoryError,
-    TrainingDiverged, NonFiniteCheckpointError,
+    TrainingDiverged, NonFiniteCheckpointError, OSError,
 )
 
 

@@ -47,7 +47,7 @@ from salightning.data.samples import sample_image_paths, sample_video_paths
 from salightning.data.video import VIDEO_EXTENSIONS, _has_images, find_sequences, open_sequence
 from salightning.edges import EdgeExtractor, LocalVariance
 from salightning.metrics import LPIPS, SRMetrics, psnr
-from salightning.paths import check_output_not_inside
+from salightning.paths import check_output_not_inside, remove_outputs, write_error
 from salightning.predict import TRUST_HELP, load_generator, super_resolve_clip
 from salightning.weights import MissingWeightsError
 
@@ -537,14 +537,23 @@ def format_table(
 
 def write_tables(results: EvaluationResults | Sequence[ResultRow], output: str | os.PathLike) -> dict[str, Path]:
     """Write ``results.md`` (with the notes) and ``results.csv`` into the folder ``output``
-    (created; existing tables there are replaced). Returns ``{"markdown": path, "csv": path}``."""
+    (created; existing tables there are replaced). Returns ``{"markdown": path, "csv": path}``.
+    A failed write (full or read-only disk) raises an ``OSError`` naming the file, with its errno,
+    after removing the tables of this call and the folders it created."""
     folder = Path(output).expanduser()
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"output {str(folder)!r} is a file; give a folder")
-    folder.mkdir(parents=True, exist_ok=True)
     paths = {"markdown": folder / "results.md", "csv": folder / "results.csv"}
-    paths["markdown"].write_text(format_table(results, "markdown"), encoding="utf-8")
-    paths["csv"].write_text(format_table(results, "csv"), encoding="utf-8")
+    created = [p for p in (folder, *folder.parents) if not p.exists()]
+    written: list[Path] = []
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        for kind, path in paths.items():
+            written.append(path)
+            path.write_text(format_table(results, kind), encoding="utf-8")
+    except OSError as err:
+        remove_outputs(written, created)
+        raise write_error(err, written[-1] if written else folder) from err
     return paths
 
 
@@ -680,8 +689,13 @@ def comparison_figure(
             paste(crop, row, col, [label, metrics])
 
     out = Path(output).expanduser()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    figure.save(out, format="PNG")
+    created = [p for p in (out.parent, *out.parent.parents) if not p.exists()]
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        figure.save(out, format="PNG")
+    except OSError as err:
+        remove_outputs([out], created)
+        raise write_error(err, out) from err
     _log_figure_to_wandb(out, wandb_key)
     return out
 

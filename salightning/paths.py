@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -31,3 +32,20 @@ def check_output_not_inside(inputs: Iterable[str | os.PathLike], output: str | o
                 "choose a folder outside the inputs (inputs are never overwritten)"
             )
     return out
+
+
+def write_error(err: OSError, path: str | os.PathLike) -> OSError:
+    """An ``OSError`` with ``err``'s errno and one message naming the file that could not be
+    written (for a full or read-only disk), to raise ``from err`` once partial output is removed."""
+    code = err.errno if err.errno is not None else errno.EIO
+    reason = err.strerror or str(err)
+    return OSError(code, f"could not write {path} ({reason}, errno {errno.errorcode.get(code, code)}); nothing partial was left")
+
+
+def remove_outputs(files: Iterable[Path], folders: Iterable[Path]) -> None:
+    """Delete ``files`` (those already written) and then ``folders`` that are left empty, deepest first."""
+    for file in files:
+        file.unlink(missing_ok=True)
+    for folder in sorted(folders, key=lambda p: len(p.parts), reverse=True):
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()

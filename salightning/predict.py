@@ -18,8 +18,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from salightning.checkpoint_io import CHECKSUM_KEY, tensor_digest
-from salightning.paths import check_output_not_inside, resolve_path
+from salightning.checkpoint_io import CHECKSUM_KEY, save_atomically, tensor_digest
+from salightning.paths import check_output_not_inside, remove_outputs, resolve_path, write_error
 from salightning.weights import load_state_dict_file
 
 
@@ -180,12 +180,9 @@ def export_generator(
         raise FileExistsError(f"{str(out)!r} exists; choose another output path")
     check_output_not_inside([checkpoint], out, "--output")
     generator = load_generator(checkpoint, use_ema=use_ema, trusted_modules=trusted_modules)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
     state = generator.state_dict()
     setattr(state, CHECKSUM_KEY, tensor_digest(state))  # an attribute: the file stays a plain state dict
-    torch.save(state, tmp)
-    tmp.replace(out)  # atomic: a crash never leaves a half-written file under the final name
+    save_atomically(state, out, "export", "nothing was written")  # never a half-written file under any name
     return out
 
 
@@ -262,17 +259,32 @@ def predict_path(
     Raises:
         FileNotFoundError: the input does not exist.
         ValueError: unreadable input, or an output that would overwrite the input.
+        OSError: a file could not be written (full or read-only disk), with its errno and name;
+            the files of this call are removed, and the folders it created.
     """
-    from salightning.data.image import IMAGE_EXTENSIONS, list_images, read_image
-    from salightning.data.video import VIDEO_EXTENSIONS, FrameFolder, VideoFile, write_video
-
     src, out = Path(input).expanduser(), Path(output).expanduser()
     if not src.exists():
         raise FileNotFoundError(f"--input {str(src)!r} does not exist")
     video_model = int(getattr(generator, "num_frames", 1)) > 1
     _check_output(src, out, video_model)
-    device = next(generator.parameters()).device
     written: list[Path] = []
+    created = [p for p in (out, *out.parents) if not p.exists()]
+    try:
+        return _predict_into(generator, src, out, tile, overlap, written)
+    except BaseException as err:
+        remove_outputs(written, created + [p.parent for p in written])
+        if isinstance(err, OSError) and err.errno is not None:
+            raise write_error(err, written[-1] if written else out) from err
+        raise
+
+
+def _predict_into(generator: nn.Module, src: Path, out: Path, tile: int, overlap: int, written: list[Path]) -> list[Path]:
+    """The work of :func:`predict_path`: each file is appended to ``written`` before it is written."""
+    from salightning.data.image import IMAGE_EXTENSIONS, list_images, read_image
+    from salightning.data.video import VIDEO_EXTENSIONS, FrameFolder, VideoFile, write_video
+
+    device = next(generator.parameters()).device
+    video_model = int(getattr(generator, "num_frames", 1)) > 1
     out.mkdir(parents=True, exist_ok=True)
     if src.is_file() and src.suffix.lower() in VIDEO_EXTENSIONS:
         clip = VideoFile(src)

@@ -4,6 +4,9 @@ files are unchanged."""
 
 from __future__ import annotations
 
+import errno
+import io
+import os
 import sys
 from pathlib import Path
 
@@ -206,6 +209,9 @@ def test_exports_carry_a_checksum_verified_on_load(saved, tmp_path, capsys):
 # -------------------------------------------------------------------- checkpoints never choose code
 
 USER_MODULE = '''
+import errno
+import io
+import os
 import sys
 from pathlib import Path
 
@@ -282,3 +288,72 @@ def test_fit_resuming_a_checkpoint_cannot_import_a_module_that_the_config_does_n
     assert_one_message(code, err, "user_gen.UserNet", "naming that class in your config")
     assert not (tmp_path / "imported.marker").exists()
     assert tree_digest(tmp_path / "user", user_module_ckpt) == before
+
+
+# -------------------------------------------------------------------- disk errors outside fit
+
+
+class FullDisk(io.FileIO):
+    """A file on a disk that is full after 1 kB: ENOSPC, as ``write(2)`` reports it."""
+
+    def write(self, data) -> int:
+        if self.tell() + len(data) > 1024:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return super().write(data)
+
+
+def test_export_to_a_full_disk_names_the_file_and_leaves_nothing(image_ckpt, tmp_path, monkeypatch, capsys):
+    from salightning import checkpoint_io
+
+    monkeypatch.setattr(checkpoint_io, "open", lambda path, mode: FullDisk(path, mode), raising=False)
+    out = tmp_path / "exports" / "gen.pth"
+    code, _, err = run_main(["export", "--ckpt_path", image_ckpt, "--output", out], capsys)
+    assert_one_message(code, err, str(out), "No space left on device", "ENOSPC")
+    assert not any(out.parent.iterdir())
+
+
+def _full_disk_after(count: int):
+    """A ``save_image`` that writes ``count`` PNGs, then half a file and ENOSPC."""
+    from torchvision.utils import save_image
+
+    calls = {"n": 0}
+
+    def save(image, path, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] > count:
+            Path(path).write_bytes(b"\x89PNG\r\n\x1a\n")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return save_image(image, path, *args, **kwargs)
+
+    return save
+
+
+@pytest.mark.parametrize("ckpt", ["image_ckpt", "video_ckpt"])
+def test_predict_to_a_full_disk_names_the_file_and_leaves_nothing(ckpt, clip, tmp_path, monkeypatch, capsys, request):
+    import torchvision.utils
+
+    monkeypatch.setattr(torchvision.utils, "save_image", _full_disk_after(2))
+    before = tree_digest(clip)
+    out = tmp_path / "results" / "sr"
+    code, _, err = run_main(["predict", "--ckpt_path", request.getfixturevalue(ckpt), "--input", clip, "--output", out], capsys)
+    assert_one_message(code, err, "frame_0002.png", "ENOSPC")
+    assert not (tmp_path / "results").exists()
+    assert tree_digest(clip) == before
+
+
+def test_test_on_a_read_only_disk_names_the_file_and_leaves_no_empty_folder(image_ckpt, tmp_path, photos, monkeypatch, capsys):
+    for i, photo in enumerate(photos[:2]):
+        save_png(photo[:, 100:164, 100:164], tmp_path / "set" / f"hr{i}.png")
+    real_write_text = Path.write_text
+
+    def write_text(self, *args, **kwargs):
+        if self.name == "results.csv":
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+        return real_write_text(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", write_text)
+    out = tmp_path / "evaluation"
+    argv = ["test", "--ckpt_path", image_ckpt, "--test_sets", f"set={tmp_path / 'set'}", "--output", out, "--lpips", "none"]
+    code, _, err = run_main(argv, capsys)
+    assert_one_message(code, err, str(out / "results.csv"), "EROFS")
+    assert not out.exists()
