@@ -10,6 +10,7 @@ import os
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import run_main, save_png
@@ -357,3 +358,70 @@ def test_test_on_a_read_only_disk_names_the_file_and_leaves_no_empty_folder(imag
     code, _, err = run_main(argv, capsys)
     assert_one_message(code, err, str(out / "results.csv"), "EROFS")
     assert not out.exists()
+
+
+# -------------------------------------------------------------------- decoding
+
+
+def _photo_uint8(photos, height: int = 48, width: int = 64):
+    import numpy as np
+
+    return (photos[1][:, 100 : 100 + height, 150 : 150 + width].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+
+
+def test_exif_orientation_is_applied_as_viewers_show_it(photos, tmp_path):
+    from PIL import Image, ImageOps
+
+    from salightning.data.image import probe_image, read_image
+
+    path = tmp_path / "upright.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown rotated 90 degrees clockwise
+    Image.fromarray(_photo_uint8(photos)).save(path, exif=exif, quality=95)
+    with Image.open(path) as im:
+        shown = torch.from_numpy(np.asarray(ImageOps.exif_transpose(im)).copy()).permute(2, 0, 1).float() / 255
+    image = read_image(path)
+    assert image.shape == (3, 64, 48) and torch.equal(image, shown)
+    info = probe_image(path)
+    assert (info.height, info.width) == (64, 48)
+
+
+def test_a_16_bit_rgb_tiff_keeps_16_bits(photos, tmp_path):
+    import tifffile
+
+    from salightning.data.image import read_image
+
+    # a real photo resampled (bicubic), so its levels are finer than 8 bits
+    smooth = torch.nn.functional.interpolate(photos[1][None, :, 100:132, 150:192], scale_factor=1.5, mode="bicubic")[0].clamp(0, 1)
+    levels = (smooth.permute(1, 2, 0).numpy() * 65535).round().astype(np.uint16)
+    tifffile.imwrite(tmp_path / "deep.tif", levels, photometric="rgb")
+    image = read_image(tmp_path / "deep.tif")
+    assert torch.equal(image, torch.from_numpy(levels.astype(np.float32) / 65535).permute(2, 0, 1))
+    assert not torch.equal(image, (image * 255).round() / 255)  # more than 8 bits survived
+
+
+def test_a_32_bit_integer_tiff_is_refused_by_name(photos, tmp_path):
+    import tifffile
+
+    from salightning.data.image import read_image
+
+    path = tmp_path / "wide.tif"
+    tifffile.imwrite(path, _photo_uint8(photos)[..., 0].astype(np.int32) * 70000)
+    before = tree_digest(tmp_path)
+    with pytest.raises(ValueError, match="32-bit") as err:
+        read_image(path)
+    assert str(path) in str(err.value)
+    assert tree_digest(tmp_path) == before
+
+
+def test_an_animated_gif_is_refused_by_name(photos, tmp_path):
+    from PIL import Image
+
+    from salightning.data.image import read_image
+
+    frames = [Image.fromarray(_photo_uint8(photos)), Image.fromarray(_photo_uint8(photos)[::-1].copy())]
+    path = tmp_path / "pan.gif"
+    frames[0].save(path, save_all=True, append_images=frames[1:])
+    with pytest.raises(ValueError, match=r"animated image \(2 frames\)") as err:
+        read_image(path)
+    assert str(path) in str(err.value)
