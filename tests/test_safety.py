@@ -425,3 +425,35 @@ def test_an_animated_gif_is_refused_by_name(photos, tmp_path):
     with pytest.raises(ValueError, match=r"animated image \(2 frames\)") as err:
         read_image(path)
     assert str(path) in str(err.value)
+
+
+def test_a_run_whose_weights_turn_nan_stops_and_keeps_the_last_good_checkpoint(tmp_path, patch_loaders):
+    """The issue's run: lr_gamma NaN at a milestone (forced past the settings check) makes every
+    weight NaN with finite gradients; epoch 1's last.ckpt is refused, epoch 0's stays."""
+    import pytorch_lightning as pl
+    from test_module import make_module, make_trainer
+
+    from salightning.checkpoint_io import NonFiniteCheckpointError, SafeCheckpointIO, load_checkpoint_file
+
+    train, _ = patch_loaders
+    folder = tmp_path / "ck"
+    module = make_module(stage=2, ema_decay=0.9, lr_milestones=[len(train) + 1])
+    module.lr_gamma = float("nan")
+    trainer = make_trainer(
+        tmp_path, max_epochs=2, limit_val_batches=0, enable_checkpointing=True, plugins=[SafeCheckpointIO()],
+        callbacks=[pl.callbacks.ModelCheckpoint(dirpath=folder, save_last=True, every_n_epochs=1)],
+    )
+    digests: dict[str, dict] = {}
+
+    class Snapshot(pl.Callback):
+        def on_train_epoch_start(self, trainer, pl_module):
+            if trainer.current_epoch == 1:
+                digests["epoch0"] = tree_digest(folder)
+
+    trainer.callbacks.append(Snapshot())
+    with pytest.raises(NonFiniteCheckpointError, match="was not written") as err:
+        trainer.fit(module, train)
+    assert str(folder) in str(err.value) and "state_dict." in str(err.value)
+    assert tree_digest(folder) == digests["epoch0"]
+    last = load_checkpoint_file(folder / "last.ckpt")
+    assert last["epoch"] == 0 and all(torch.isfinite(v).all() for v in last["state_dict"].values() if v.is_floating_point())
