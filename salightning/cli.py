@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning_fabric.utilities.exceptions import MisconfigurationException
 from pytorch_lightning import LightningDataModule, Trainer
 from pytorch_lightning.cli import LightningCLI, SaveConfigCallback
 
@@ -33,7 +34,7 @@ from salightning.weights import MissingWeightsError
 #: Exceptions that are the user's to fix: printed as one message, not a traceback.
 USER_ERRORS = (
     ValueError, FileNotFoundError, FileExistsError, MissingWeightsError, NotADirectoryError, IsADirectoryError,
-    TrainingDiverged, NonFiniteCheckpointError, OSError,
+    TrainingDiverged, NonFiniteCheckpointError, OSError, MisconfigurationException,
 )
 
 

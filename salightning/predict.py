@@ -263,6 +263,7 @@ def predict_path(
             the files of this call are removed, and the folders it created.
     """
     src, out = Path(input).expanduser(), Path(output).expanduser()
+    resolve_path(src, "--input")  # a symlink loop is named as one, not as a missing file
     if not src.exists():
         raise FileNotFoundError(f"--input {str(src)!r} does not exist")
     video_model = int(getattr(generator, "num_frames", 1)) > 1

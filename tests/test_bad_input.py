@@ -271,6 +271,11 @@ for _option, _value, _culprits in SETTINGS:
     )
 
 
+@case("negative-max-epochs")
+def _(u):
+    return fit(u, "--trainer.max_epochs", "-5"), ["max_epochs", "-5"]
+
+
 # -- data --
 
 

@@ -457,3 +457,11 @@ def test_a_run_whose_weights_turn_nan_stops_and_keeps_the_last_good_checkpoint(t
     assert tree_digest(folder) == digests["epoch0"]
     last = load_checkpoint_file(folder / "last.ckpt")
     assert last["epoch"] == 0 and all(torch.isfinite(v).all() for v in last["state_dict"].values() if v.is_floating_point())
+
+
+def test_a_symlink_loop_as_input_is_named_as_one(image_ckpt, tmp_path, capsys):
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    code, _, err = run_main(["predict", "--ckpt_path", image_ckpt, "--input", tmp_path / "a", "--output", tmp_path / "o"], capsys)
+    assert_one_message(code, err, "--input", str(tmp_path / "a"), "symlink loop")
+    assert not (tmp_path / "o").exists()
