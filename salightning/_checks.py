@@ -3,6 +3,7 @@ what was expected and what came."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -63,18 +64,58 @@ def check_same_shape(a: Tensor, b: Tensor, name_a: str, name_b: str) -> None:
         )
 
 
+def check_finite(value: float, name: str) -> float:
+    """Raise unless ``value`` is a finite number (YAML's ``.nan`` and ``.inf`` are floats)."""
+    try:
+        finite = not isinstance(value, bool) and math.isfinite(value)
+    except TypeError:
+        finite = False
+    if not finite:
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    return value
+
+
 def check_positive(value: float, name: str) -> float:
-    """Raise unless ``value`` > 0."""
+    """Raise unless ``value`` is finite and > 0."""
     if not value > 0:
         raise ValueError(f"{name} must be > 0, got {value!r}")
-    return value
+    return check_finite(value, name)
 
 
 def check_non_negative(value: float, name: str) -> float:
-    """Raise unless ``value`` >= 0."""
+    """Raise unless ``value`` is finite and >= 0."""
     if not value >= 0:
         raise ValueError(f"{name} must be >= 0, got {value!r}")
+    return check_finite(value, name)
+
+
+def check_fraction(value: float, name: str) -> float:
+    """Raise unless ``value`` is in (0, 1]."""
+    if not 0 < value <= 1:
+        raise ValueError(f"{name} must be in (0, 1], got {value!r}")
     return value
+
+
+def check_at_least(value: int, name: str, minimum: int) -> int:
+    """Raise unless ``value`` is an integer >= ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def check_factory_lr(factory: object, name: str) -> None:
+    """Raise unless the ``lr`` bound in an optimizer factory (a ``functools.partial``, as
+    LightningCLI builds them), if any, is finite and > 0."""
+    lr = (getattr(factory, "keywords", None) or {}).get("lr")
+    if lr is not None:
+        check_positive(lr, f"{name} lr")
+
+
+def check_optimizer_lr(optimizer: object, name: str) -> None:
+    """Raise unless each param group of ``optimizer`` has a finite learning rate > 0."""
+    for group in getattr(optimizer, "param_groups", []):
+        lr = group.get("lr")
+        check_positive(float(lr) if isinstance(lr, Tensor) else lr, f"{name} lr")
 
 
 def check_odd_window(window_size: int, name: str, height: int | None = None, width: int | None = None) -> int:

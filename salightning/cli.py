@@ -26,14 +26,14 @@ import torch
 from jsonargparse import Namespace
 
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning_fabric.utilities.exceptions import MisconfigurationException
 from pytorch_lightning import LightningDataModule, Trainer
 from pytorch_lightning.cli import LightningCLI, SaveConfigCallback
 
-from pytorch_lightning.utilities.exceptions import MisconfigurationException
-
 from salightning.callbacks import LastCheckpoint
-from salightning.checkpoint_io import SafeCheckpointIO, load_checkpoint_file
-from salightning.module import SRGANModule
+from salightning.checkpoint_io import NonFiniteCheckpointError, SafeCheckpointIO, load_checkpoint_file
+from salightning.module import SRGANModule, TrainingDiverged
+from salightning.predict import check_trusted_classes, class_paths
 from salightning.runs import RUN_DIR_ENV, RunLock, choose_run_dir, is_global_rank_zero
 from salightning.weights import MissingWeightsError
 
@@ -45,6 +45,9 @@ USER_ERRORS = (
     MissingWeightsError,
     NotADirectoryError,
     IsADirectoryError,
+    TrainingDiverged,
+    NonFiniteCheckpointError,
+    OSError,
     MisconfigurationException,
 )
 
@@ -182,7 +185,10 @@ class SALightningCLI(LightningCLI):
         subcommand = self.config.get("subcommand")
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
         if ckpt_path and Path(ckpt_path).is_file():
-            load_checkpoint_file(ckpt_path)
+            # Its hyper-parameters become the model's config: only classes the user's config names may be built.
+            named = ["torch", *(c.rpartition(".")[0] for c in class_paths(self.config[subcommand].as_dict()))]
+            hparams = load_checkpoint_file(ckpt_path).get("hyper_parameters", {})
+            check_trusted_classes(hparams, named, f"--ckpt_path {ckpt_path}", "by naming that class in your config")
         super()._parse_ckpt_path()
 
     def _check_scales(self) -> None:
@@ -295,7 +301,7 @@ def _choose_strategy(trainer: Namespace, gan: bool, world: int) -> None:
 def _predict_main(argv: list[str]) -> None:
     from jsonargparse import ArgumentParser
 
-    from salightning.predict import load_generator, predict_path
+    from salightning.predict import TRUST_HELP, load_generator, predict_path
 
     parser = ArgumentParser(prog="salightning predict", description="Super-resolve an image, a folder of images, or a video with a checkpoint.")
     parser.add_argument("--ckpt_path", type=str, required=True, help="checkpoint written by `salightning fit`")
@@ -305,9 +311,10 @@ def _predict_main(argv: list[str]) -> None:
     parser.add_argument("--tile_overlap", type=int, default=32, help="overlap between tiles in input pixels")
     parser.add_argument("--no_ema", action="store_true", help="use the raw generator even if the checkpoint has an EMA one")
     parser.add_argument("--device", type=str, default="auto", help="cpu, cuda, cuda:1, ... (auto: cuda if available)")
+    parser.add_argument("--trust_module", type=str, nargs="+", default=[], help=TRUST_HELP)
     args = parser.parse_args(argv)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    generator = load_generator(args.ckpt_path, use_ema=not args.no_ema, map_location=device)
+    generator = load_generator(args.ckpt_path, use_ema=not args.no_ema, map_location=device, trusted_modules=args.trust_module)
     written = predict_path(generator, args.input, args.output, tile=args.tile, overlap=args.tile_overlap)
     print(f"wrote {len(written)} file(s) to {Path(args.output).resolve()}")
 
@@ -315,14 +322,15 @@ def _predict_main(argv: list[str]) -> None:
 def _export_main(argv: list[str]) -> None:
     from jsonargparse import ArgumentParser
 
-    from salightning.predict import export_generator
+    from salightning.predict import TRUST_HELP, export_generator
 
     parser = ArgumentParser(prog="salightning export", description="Write a checkpoint's generator as a plain state dict.")
     parser.add_argument("--ckpt_path", type=str, required=True, help="checkpoint written by `salightning fit`")
     parser.add_argument("--output", type=str, required=True, help="output .pth file (must not exist)")
     parser.add_argument("--no_ema", action="store_true", help="export the raw generator even if the checkpoint has an EMA one")
+    parser.add_argument("--trust_module", type=str, nargs="+", default=[], help=TRUST_HELP)
     args = parser.parse_args(argv)
-    print(f"wrote {export_generator(args.ckpt_path, args.output, use_ema=not args.no_ema).resolve()}")
+    print(f"wrote {export_generator(args.ckpt_path, args.output, use_ema=not args.no_ema, trusted_modules=args.trust_module).resolve()}")
 
 
 def _has_config(argv: list[str]) -> bool:

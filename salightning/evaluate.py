@@ -47,7 +47,8 @@ from salightning.data.samples import sample_image_paths, sample_video_paths
 from salightning.data.video import VIDEO_EXTENSIONS, _has_images, find_sequences, open_sequence
 from salightning.edges import EdgeExtractor, LocalVariance
 from salightning.metrics import LPIPS, SRMetrics, psnr
-from salightning.predict import load_generator, super_resolve_clip
+from salightning.paths import check_output_not_inside, remove_outputs, write_error
+from salightning.predict import TRUST_HELP, load_generator, super_resolve_clip
 from salightning.weights import MissingWeightsError
 
 __all__ = [
@@ -174,7 +175,7 @@ def _resolve_test_set(label: str, spec: TestSetSpec) -> _TestSet:
 
 
 def _load_models(
-    checkpoints: Mapping[str, Source] | Sequence[str | os.PathLike], device: torch.device, use_ema: bool
+    checkpoints: Mapping[str, Source] | Sequence[str | os.PathLike], device: torch.device, use_ema: bool, trusted_modules: Sequence[str] = ()
 ) -> list[tuple[str, nn.Module]]:
     if isinstance(checkpoints, Mapping):
         items = [(str(k), v) for k, v in checkpoints.items()]
@@ -196,7 +197,7 @@ def _load_models(
         if isinstance(source, nn.Module):
             generator = source.eval().to(device)
         else:
-            generator = load_generator(source, use_ema=use_ema, map_location=device)
+            generator = load_generator(source, use_ema=use_ema, map_location=device, trusted_modules=trusted_modules)
         if not isinstance(getattr(generator, "scale", None), int):
             raise ValueError(f"checkpoints[{label!r}]: the generator has no integer `scale` attribute (the SR factor)")
         models.append((label, generator))
@@ -279,6 +280,7 @@ def evaluate_checkpoints(
     tile_overlap: int = 32,
     device: str | torch.device = "auto",
     use_ema: bool = True,
+    trusted_modules: Sequence[str] = (),
 ) -> EvaluationResults:
     """Evaluate checkpoints on test sets the way the paper's tables were made.
 
@@ -310,6 +312,8 @@ def evaluate_checkpoints(
         tile_overlap: overlap between tiles in LR pixels.
         device: ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda:1"`` ...
         use_ema: use the EMA generator of a checkpoint that has one.
+        trusted_modules: modules besides ``salightning`` whose classes a checkpoint may name (see
+            :func:`salightning.predict.load_generator`).
 
     Returns:
         :class:`EvaluationResults`: one :class:`ResultRow` per model (bicubic first) and test
@@ -328,7 +332,7 @@ def evaluate_checkpoints(
     if lpips not in ("alex", "vgg", None):
         raise ValueError(f"lpips must be 'alex', 'vgg' or None, got {lpips!r}")
     dev = _resolve_device(device)
-    models = _load_models(checkpoints, dev, use_ema)
+    models = _load_models(checkpoints, dev, use_ema, trusted_modules)
     for label, generator in models:
         if scale is not None and generator.scale != scale:
             raise ValueError(f"scale={scale} but the generator of {label!r} has scale={generator.scale}")
@@ -533,14 +537,23 @@ def format_table(
 
 def write_tables(results: EvaluationResults | Sequence[ResultRow], output: str | os.PathLike) -> dict[str, Path]:
     """Write ``results.md`` (with the notes) and ``results.csv`` into the folder ``output``
-    (created; existing tables there are replaced). Returns ``{"markdown": path, "csv": path}``."""
+    (created; existing tables there are replaced). Returns ``{"markdown": path, "csv": path}``.
+    A failed write (full or read-only disk) raises an ``OSError`` naming the file, with its errno,
+    after removing the tables of this call and the folders it created."""
     folder = Path(output).expanduser()
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"output {str(folder)!r} is a file; give a folder")
-    folder.mkdir(parents=True, exist_ok=True)
     paths = {"markdown": folder / "results.md", "csv": folder / "results.csv"}
-    paths["markdown"].write_text(format_table(results, "markdown"), encoding="utf-8")
-    paths["csv"].write_text(format_table(results, "csv"), encoding="utf-8")
+    created = [p for p in (folder, *folder.parents) if not p.exists()]
+    written: list[Path] = []
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        for kind, path in paths.items():
+            written.append(path)
+            path.write_text(format_table(results, kind), encoding="utf-8")
+    except OSError as err:
+        remove_outputs(written, created)
+        raise write_error(err, written[-1] if written else folder) from err
     return paths
 
 
@@ -580,6 +593,7 @@ def comparison_figure(
     device: str | torch.device = "auto",
     use_ema: bool = True,
     wandb_key: str = "comparison",
+    trusted_modules: Sequence[str] = (),
 ) -> Path:
     """Side-by-side crops: GT | LR (nearest-upsampled) | bicubic | model A | model B ...
 
@@ -606,7 +620,7 @@ def comparison_figure(
         lpips: LPIPS trunk (``"alex"``, ``"vgg"``) or ``None``.
         backbone_weights: torchvision ImageNet weights of the LPIPS trunk (``None``: torchvision's cache).
         cell_size: displayed size of each crop in pixels.
-        tile, tile_overlap, device, use_ema: as in :func:`evaluate_checkpoints`.
+        tile, tile_overlap, device, use_ema, trusted_modules: as in :func:`evaluate_checkpoints`.
 
     Returns:
         the path of the PNG.
@@ -620,7 +634,7 @@ def comparison_figure(
     if not isinstance(cell_size, int) or cell_size < 1:
         raise ValueError(f"cell_size must be an int >= 1, got {cell_size!r}")
     dev = _resolve_device(device)
-    loaded = _load_models(models, dev, use_ema)
+    loaded = _load_models(models, dev, use_ema, trusted_modules)
     model_scales = {g.scale for _, g in loaded}
     if scale is None:
         if len(model_scales) != 1:
@@ -675,8 +689,13 @@ def comparison_figure(
             paste(crop, row, col, [label, metrics])
 
     out = Path(output).expanduser()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    figure.save(out, format="PNG")
+    created = [p for p in (out.parent, *out.parent.parents) if not p.exists()]
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        figure.save(out, format="PNG")
+    except OSError as err:
+        remove_outputs([out], created)
+        raise write_error(err, out) from err
     _log_figure_to_wandb(out, wandb_key)
     return out
 
@@ -755,6 +774,7 @@ def _evaluate_main(argv: list[str]) -> None:
     parser.add_argument("--tile", type=int, default=0, help="tile size in LR pixels, 0 = whole images (exact)")
     parser.add_argument("--tile_overlap", type=int, default=32, help="overlap between tiles in LR pixels")
     parser.add_argument("--device", type=str, default="auto", help="cpu, cuda, cuda:1, ... (auto: cuda if available)")
+    parser.add_argument("--trust_module", type=str, nargs="+", default=[], help=TRUST_HELP)
     parser.add_argument(
         "--compare",
         type=str,
@@ -785,8 +805,13 @@ def _evaluate_main(argv: list[str]) -> None:
             if label in test_sets:
                 raise ValueError(f"--test_sets: the label {label!r} is used twice; write label=path")
             test_sets[label] = path
+    inputs = [*checkpoints.values(), *(p for p in (test_sets or {}).values() if p is not None)]
+    check_output_not_inside(inputs, args.output, "--output")
     lpips = None if args.lpips == "none" else args.lpips
-    common = {"tile": args.tile, "tile_overlap": args.tile_overlap, "device": args.device, "use_ema": not args.no_ema}
+    common = {
+        "tile": args.tile, "tile_overlap": args.tile_overlap, "device": args.device, "use_ema": not args.no_ema,
+        "trusted_modules": args.trust_module,
+    }
     results = evaluate_checkpoints(
         checkpoints,
         test_sets,

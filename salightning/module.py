@@ -37,6 +37,14 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 import salightning
 from salightning import metrics
+from salightning._checks import (
+    check_at_least,
+    check_factory_lr,
+    check_fraction,
+    check_non_negative,
+    check_optimizer_lr,
+    check_positive,
+)
 from salightning.losses import AdversarialLoss, SAPixelLoss, total_variation
 from salightning.models import load_pretrained
 
@@ -165,8 +173,15 @@ class SRGANModule(pl.LightningModule):
             ("perceptual_weight", perceptual_weight),
             ("tv_weight", tv_weight),
         ):
-            if not value >= 0:
-                raise ValueError(f"{name} must be >= 0, got {value!r}")
+            check_non_negative(value, f"model.{name}")
+        check_fraction(lr_gamma, "model.lr_gamma")
+        if grad_clip_norm is not None:
+            check_positive(grad_clip_norm, "model.grad_clip_norm")
+        check_at_least(sa_calibration_batches, "model.sa_calibration_batches", 1)
+        if max_batches is not None:
+            check_at_least(max_batches, "model.max_batches", 1)
+        for name, factory in (("optimizer_g", optimizer_g), ("optimizer_d", optimizer_d)):
+            check_factory_lr(factory, f"model.{name}")
         if lr_milestones is not None and list(lr_milestones) != sorted(lr_milestones):
             raise ValueError(f"lr_milestones must be increasing, got {lr_milestones!r}")
         if ema_decay is not None and not 0.0 < ema_decay < 1.0:
@@ -494,9 +509,11 @@ class SRGANModule(pl.LightningModule):
     # ------------------------------------------------------------------ optimisers and state
     def configure_optimizers(self) -> Any:
         opt_g = self.optimizer_g(self.generator.parameters())
+        check_optimizer_lr(opt_g, "model.optimizer_g")
         optimizers = [opt_g]
         if self.is_gan:
             optimizers.append(self.optimizer_d(self.discriminator.parameters()))
+            check_optimizer_lr(optimizers[-1], "model.optimizer_d")
         # Lightning never steps schedulers in manual optimisation: _after_batch steps them once per batch.
         schedulers = [MultiStepLR(opt, milestones=self.lr_milestones, gamma=self.lr_gamma) for opt in optimizers]
         return optimizers, schedulers

@@ -7,14 +7,19 @@ context as untiled inference up to ``overlap / 2`` input pixels on each side.
 
 from __future__ import annotations
 
+import importlib.util
 import os
+from argparse import ArgumentError
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from salightning.checkpoint_io import CHECKSUM_KEY, save_atomically, tensor_digest
+from salightning.paths import check_output_not_inside, remove_outputs, resolve_path, write_error
 from salightning.weights import load_state_dict_file
 
 
@@ -70,16 +75,57 @@ def tiled_forward(generator: nn.Module, x: Tensor, tile: int = 128, overlap: int
     return out
 
 
-def load_generator(checkpoint: str | os.PathLike, use_ema: bool = True, map_location: str | torch.device = "cpu") -> nn.Module:
+#: Help of the ``--trust_module`` option of predict, export and evaluate/test.
+TRUST_HELP = (
+    "modules besides salightning whose classes a checkpoint may name as its generator (importing a module "
+    "runs its code; a checkpoint is never trusted to choose one)"
+)
+
+
+def class_paths(config: Any) -> list[str]:
+    """Every ``class_path`` in a nested config (dicts and lists)."""
+    if isinstance(config, dict):
+        own = [config["class_path"]] if isinstance(config.get("class_path"), str) else []
+        return own + [c for v in config.values() for c in class_paths(v)]
+    if isinstance(config, (list, tuple)):
+        return [c for v in config for c in class_paths(v)]
+    return []
+
+
+def check_trusted_classes(config: Any, trusted_modules: Sequence[str], source: str, allow: str = "") -> None:
+    """Raise a ``ValueError`` unless every ``class_path`` in ``config`` (read from ``source``, a
+    file) is a class of ``salightning`` or of a module in ``trusted_modules`` (or below it):
+    importing a module runs its code, so a file never chooses which. ``allow`` says how to trust
+    more (default: the ``--trust_module`` option)."""
+    trusted = ("salightning", *trusted_modules)
+    for class_path in class_paths(config):
+        module = class_path.rpartition(".")[0]
+        if not any(module == name or module.startswith(name + ".") for name in trusted):
+            top = module.partition(".")[0] or class_path
+            raise ValueError(
+                f"{source} asks for the class {class_path!r}, which is not part of salightning; importing it would "
+                "run code chosen by the file. If you trust it, allow it "
+                + (allow or f"with --trust_module {top} (Python: trusted_modules=[{top!r}])")
+            )
+
+
+def load_generator(
+    checkpoint: str | os.PathLike,
+    use_ema: bool = True,
+    map_location: str | torch.device = "cpu",
+    trusted_modules: Sequence[str] = (),
+) -> nn.Module:
     """Rebuild the generator of a checkpoint written by ``salightning fit`` and load its weights.
 
     The generator's class and arguments come from the checkpoint's hyper-parameters (the
     LightningCLI config); only the generator is built, so no VGG/LPIPS weights are needed.
-    The EMA generator is used when the checkpoint has one and ``use_ema`` is true.
+    The EMA generator is used when the checkpoint has one and ``use_ema`` is true. Only classes
+    of ``salightning`` and of the modules named in ``trusted_modules`` are imported.
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: the file is not a salightning checkpoint or does not match its generator.
+        ValueError: the file is not a salightning checkpoint, does not match its generator, names
+            an untrusted class, or one whose module cannot be imported.
     """
     path = Path(checkpoint)
     if not path.is_file():
@@ -93,11 +139,27 @@ def load_generator(checkpoint: str | os.PathLike, use_ema: bool = True, map_loca
             f"checkpoint {str(path)!r} was not written by `salightning fit` (no generator config in its "
             "hyper_parameters); build the generator yourself and use salightning.models.load_pretrained"
         )
+    check_trusted_classes(gen_cfg, trusted_modules, f"checkpoint {str(path)!r}")
+    for class_path in class_paths(gen_cfg):
+        module = class_path.rpartition(".")[0]
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except ImportError:
+            found = False
+        if not found:
+            raise ValueError(
+                f"checkpoint {str(path)!r}: its generator class {class_path!r} cannot be imported: no module "
+                f"named {module!r} (install it, or run where it can be imported)"
+            )
     from jsonargparse import ArgumentParser
 
     parser = ArgumentParser(exit_on_error=False)
     parser.add_subclass_arguments(nn.Module, "generator", fail_untyped=False)
-    generator = parser.instantiate_classes(parser.parse_object({"generator": gen_cfg})).generator
+    try:
+        generator = parser.instantiate_classes(parser.parse_object({"generator": gen_cfg})).generator
+    except (ArgumentError, ImportError, ValueError, TypeError) as err:
+        reason = " ".join(str(err).split()) or type(err).__name__
+        raise ValueError(f"checkpoint {str(path)!r}: cannot build its generator {gen_cfg['class_path']!r}: {reason}") from None
     prefix = "generator_ema.module." if use_ema and any(k.startswith("generator_ema.module.") for k in state) else "generator."
     weights = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
     try:
@@ -107,18 +169,20 @@ def load_generator(checkpoint: str | os.PathLike, use_ema: bool = True, map_loca
     return generator.eval().to(map_location)
 
 
-def export_generator(checkpoint: str | os.PathLike, output: str | os.PathLike, use_ema: bool = True) -> Path:
+def export_generator(
+    checkpoint: str | os.PathLike, output: str | os.PathLike, use_ema: bool = True, trusted_modules: Sequence[str] = ()
+) -> Path:
     """Write the generator weights of a ``salightning fit`` checkpoint as a plain state dict
     (loadable by :func:`salightning.models.load_pretrained` and as ``pretrained_generator``).
     Refuses to overwrite an existing file."""
     out = Path(output)
     if out.exists():
         raise FileExistsError(f"{str(out)!r} exists; choose another output path")
-    generator = load_generator(checkpoint, use_ema=use_ema)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    torch.save(generator.state_dict(), tmp)
-    tmp.replace(out)  # atomic: a crash never leaves a half-written file under the final name
+    check_output_not_inside([checkpoint], out, "--output")
+    generator = load_generator(checkpoint, use_ema=use_ema, trusted_modules=trusted_modules)
+    state = generator.state_dict()
+    setattr(state, CHECKSUM_KEY, tensor_digest(state))  # an attribute: the file stays a plain state dict
+    save_atomically(state, out, "export", "nothing was written")  # never a half-written file under any name
     return out
 
 
@@ -132,13 +196,16 @@ def _to_uint8_hwc(image: Tensor):
     return (image.float().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
 
 
-def _check_output(src: Path, out: Path) -> None:
-    # Outputs keep the inputs' names, so writing into the input folder would overwrite them.
-    src_dir = src.resolve() if src.is_dir() else src.resolve().parent
-    if out.resolve() == src_dir or (out.exists() and not out.is_dir()):
-        raise ValueError(
-            f"--output {str(out)!r} must be a folder other than the input's (inputs are never overwritten)"
-        )
+def _check_output(src: Path, out: Path, video_model: bool) -> None:
+    """Refuse an output that is a file, or that is on or inside the input, or where an output
+    would land on the input (outputs keep the inputs' names)."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--output {str(out)!r} is a file; give a folder (inputs are never overwritten)")
+    check_output_not_inside([src], out, "--output")
+    if src.is_file():
+        check_output_not_inside([src], out / f"{src.stem}.png", "--output")
+    elif video_model:
+        check_output_not_inside([src], out / resolve_path(src, "--input").name, "--output")
 
 
 @torch.no_grad()
@@ -192,17 +259,33 @@ def predict_path(
     Raises:
         FileNotFoundError: the input does not exist.
         ValueError: unreadable input, or an output that would overwrite the input.
+        OSError: a file could not be written (full or read-only disk), with its errno and name;
+            the files of this call are removed, and the folders it created.
     """
+    src, out = Path(input).expanduser(), Path(output).expanduser()
+    resolve_path(src, "--input")  # a symlink loop is named as one, not as a missing file
+    if not src.exists():
+        raise FileNotFoundError(f"--input {str(src)!r} does not exist")
+    video_model = int(getattr(generator, "num_frames", 1)) > 1
+    _check_output(src, out, video_model)
+    written: list[Path] = []
+    created = [p for p in (out, *out.parents) if not p.exists()]
+    try:
+        return _predict_into(generator, src, out, tile, overlap, written)
+    except BaseException as err:
+        remove_outputs(written, created + [p.parent for p in written])
+        if isinstance(err, OSError) and err.errno is not None:
+            raise write_error(err, written[-1] if written else out) from err
+        raise
+
+
+def _predict_into(generator: nn.Module, src: Path, out: Path, tile: int, overlap: int, written: list[Path]) -> list[Path]:
+    """The work of :func:`predict_path`: each file is appended to ``written`` before it is written."""
     from salightning.data.image import IMAGE_EXTENSIONS, list_images, read_image
     from salightning.data.video import VIDEO_EXTENSIONS, FrameFolder, VideoFile, write_video
 
-    src, out = Path(input).expanduser(), Path(output).expanduser()
-    if not src.exists():
-        raise FileNotFoundError(f"--input {str(src)!r} does not exist")
-    _check_output(src, out)
     device = next(generator.parameters()).device
     video_model = int(getattr(generator, "num_frames", 1)) > 1
-    written: list[Path] = []
     out.mkdir(parents=True, exist_ok=True)
     if src.is_file() and src.suffix.lower() in VIDEO_EXTENSIONS:
         clip = VideoFile(src)
@@ -227,7 +310,7 @@ def predict_path(
     elif video_model:
         clip = FrameFolder(src, option="--input")
         sr = super_resolve_clip(generator, clip.read(list(range(len(clip)))), tile, overlap)
-        folder = out / src.name
+        folder = out / resolve_path(src, "--input").name
         folder.mkdir(exist_ok=True)
         for frame_path, frame in zip(clip.frames, sr):
             written.append(folder / f"{frame_path.stem}.png")

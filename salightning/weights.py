@@ -13,6 +13,8 @@ from pathlib import Path
 
 import torch
 
+from salightning.checkpoint_io import CHECKSUM_KEY, verify_checksum
+
 #: torchvision's file names for the backbones this library uses.
 TORCHVISION_FILES = {
     "vgg19": "vgg19-dcbb9e9d.pth",
@@ -71,4 +73,6 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise ValueError(f"cannot read weights file {str(path)!r}: {err}") from err
     if not isinstance(state, dict):
         raise ValueError(f"weights file {str(path)!r} does not hold a state dict (got {type(state).__name__})")
+    if "state_dict" in state or CHECKSUM_KEY in state or hasattr(state, CHECKSUM_KEY):
+        verify_checksum(state, path, "checkpoint" if "state_dict" in state else "weights file")
     return state

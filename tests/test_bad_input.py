@@ -245,6 +245,37 @@ def _(u):
     return fit(u, "--data.init_args.scale", "2"), ["scale", "data.scale=2"]
 
 
+# Settings that once let a run write all-NaN checkpoints (issue 13): refused at construction.
+SETTINGS = [  # (option, value, what the message names)
+    ("lr_gamma", ".nan", ["model.lr_gamma", "nan"]),
+    ("lr_gamma", "0", ["model.lr_gamma", "(0, 1]"]),
+    ("lr_gamma", "-1", ["model.lr_gamma", "-1"]),
+    ("lr_gamma", "1.5", ["model.lr_gamma", "1.5"]),
+    ("grad_clip_norm", "-1", ["model.grad_clip_norm", "-1"]),
+    ("grad_clip_norm", ".inf", ["model.grad_clip_norm", "inf"]),
+    ("sa_calibration_batches", "0", ["model.sa_calibration_batches", ">= 1"]),
+    ("sa_calibration_batches", "-5", ["model.sa_calibration_batches", "-5"]),
+    ("max_batches", "-3", ["model.max_batches", "-3"]),
+    ("adversarial_weight", ".inf", ["model.adversarial_weight", "inf"]),
+    ("perceptual_weight", ".nan", ["model.perceptual_weight", "nan"]),
+    ("tv_weight", ".inf", ["model.tv_weight", "inf"]),
+    ("optimizer_g.init_args.lr", ".inf", ["model.optimizer_g lr", "inf"]),
+    ("optimizer_g.init_args.lr", ".nan", ["model.optimizer_g lr", "nan"]),
+    ("optimizer_d.init_args.lr", "0", ["model.optimizer_d lr", "0"]),
+    ("pixel_loss.init_args.alpha", ".nan", ["alpha", "nan"]),
+    ("pixel_loss.init_args.beta", ".inf", ["beta", "inf"]),
+]
+for _option, _value, _culprits in SETTINGS:
+    case(f"setting-{_option.replace('.init_args.', '-')}-{_value.lstrip('.')}")(
+        lambda u, option=_option, value=_value, culprits=_culprits: (fit(u, f"--model.{option}", value), culprits)
+    )
+
+
+@case("negative-max-epochs")
+def _(u):
+    return fit(u, "--trainer.max_epochs", "-5"), ["max_epochs", "-5"]
+
+
 # -- data --
 
 

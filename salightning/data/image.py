@@ -71,6 +71,15 @@ def _png_header(path: Path) -> tuple[int, int] | None:
     return head[24], head[25]
 
 
+def _exif_orientation(im: Any) -> int | None:
+    """The EXIF orientation tag of an open image; None when absent or unreadable (a truncated
+    file: its decoding reports the damage)."""
+    try:
+        return im.getexif().get(0x0112)
+    except Exception:  # noqa: BLE001 - Pillow's EXIF parser raises many kinds on damaged data
+        return None
+
+
 def probe_image(path: str | Path) -> ImageInfo:
     """Read only the header of an image file.
 
@@ -86,6 +95,8 @@ def probe_image(path: str | Path) -> ImageInfo:
     try:
         with Image.open(path) as im:
             width, height = im.size
+            if _exif_orientation(im) in (5, 6, 7, 8):  # a quarter turn
+                width, height = height, width
             has_alpha = im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise ValueError(f"{path}: cannot read image header ({err})") from err
@@ -105,9 +116,34 @@ def _decode_png16(path: Path, colour_type: int) -> np.ndarray:
         return frame.to_ndarray(format="rgb48le")
 
 
+def _tiff_bits(im: Any) -> int:
+    """The largest bits per sample of a TIFF opened by Pillow (8 for other formats)."""
+    bits = getattr(im, "tag_v2", {}).get(258, 8) if getattr(im, "format", None) == "TIFF" else 8
+    return max(bits) if isinstance(bits, tuple) else int(bits)
+
+
+def _decode_tiff16(path: Path) -> np.ndarray:
+    """A 16-bit TIFF as uint16 (H, W, 3) or (H, W), read by tifffile (Pillow keeps 8 bits of RGB)."""
+    import tifffile
+
+    array = tifffile.imread(path)
+    if array.dtype != np.uint16:
+        raise ValueError(f"unsupported TIFF pixel type {array.dtype} (8- and 16-bit unsigned integers are read)")
+    if array.ndim == 3 and array.shape[0] in (3, 4) and array.shape[-1] not in (3, 4):
+        array = np.moveaxis(array, 0, -1)  # planar TIFF
+    if array.ndim == 3 and array.shape[-1] == 2:  # grey + alpha
+        return array[..., 0]
+    if array.ndim == 3 and array.shape[-1] in (3, 4):
+        return array[..., :3]
+    if array.ndim != 2:
+        raise ValueError(f"unsupported TIFF layout {array.shape} (a single grey or RGB image is read)")
+    return array
+
+
 def _decode(path: Path) -> np.ndarray:
-    """An image file as uint8 or uint16 (H, W, 3) or (H, W), alpha dropped; ValueError naming the file."""
-    from PIL import Image, UnidentifiedImageError
+    """An image file as uint8 or uint16 (H, W, 3) or (H, W), alpha dropped, EXIF orientation
+    applied; 32-bit, floating-point and animated images are a ValueError naming the file."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such image file")
@@ -115,7 +151,19 @@ def _decode(path: Path) -> np.ndarray:
         png = _png_header(path)
         if png is not None and png[0] == 16 and png[1] in (2, 4, 6):
             return _decode_png16(path, png[1])
-        with Image.open(path) as im:
+        with Image.open(path) as opened:
+            frames = getattr(opened, "n_frames", 1)
+            if frames > 1 and path.suffix.lower() not in (".tif", ".tiff"):
+                raise ValueError(f"an animated image ({frames} frames) is not a still image; give its frames as a folder (or a video)")
+            if opened.mode == "F":
+                raise ValueError(f"unsupported floating-point pixel format {opened.mode!r}")
+            if _tiff_bits(opened) == 16:
+                return _decode_tiff16(path)
+            if _tiff_bits(opened) > 16 or opened.mode in ("I", "I;32", "I;32B") and png is None:
+                raise ValueError(
+                    f"unsupported 32-bit pixels (mode {opened.mode!r}): 8- and 16-bit images are read; save it with fewer bits"
+                )
+            im = ImageOps.exif_transpose(opened)  # as viewers show it
             im.load()
             if im.mode.startswith("I;16") or im.mode == "I":
                 return np.asarray(im).astype(np.uint16)
@@ -145,8 +193,10 @@ def _to_float(array: np.ndarray) -> Tensor:
 def read_image(path: str | Path) -> Tensor:
     """Read an image file as a (3, H, W) float32 tensor in [0, 1].
 
-    8-bit files are divided by 255, 16-bit ones by 65535; greyscale is repeated on 3 channels;
-    alpha is dropped (:func:`probe_image` tells whether a file has one).
+    8-bit files are divided by 255, 16-bit ones (PNG, TIFF) by 65535; greyscale is repeated on 3
+    channels; alpha is dropped (:func:`probe_image` tells whether a file has one); the EXIF
+    orientation is applied, as viewers show the image. 32-bit integer and floating-point pixels
+    and animated images are refused.
 
     Raises:
         FileNotFoundError: if the file does not exist.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import NamedTuple, Self
 
@@ -35,10 +34,7 @@ class PixelLossOutput(NamedTuple):
 
 def _check_coefficient(value: float | Tensor, name: str) -> float:
     value = float(value)
-    check_non_negative(value, name)
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value!r}")
-    return value
+    return check_non_negative(value, name)
 
 
 class SAPixelLoss(nn.Module):
