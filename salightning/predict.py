@@ -269,11 +269,12 @@ def predict_path(
     video_model = int(getattr(generator, "num_frames", 1)) > 1
     _check_output(src, out, video_model)
     written: list[Path] = []
-    created = [p for p in (out, *out.parents) if not p.exists()]
+    clip_folders = (out / src.stem, out / resolve_path(src, "--input").name)  # video outputs go into one
+    created = [p for p in (*clip_folders, out, *out.parents) if not p.exists()]
     try:
         return _predict_into(generator, src, out, tile, overlap, written)
     except BaseException as err:
-        remove_outputs(written, created + [p.parent for p in written])
+        remove_outputs(written, created)
         if isinstance(err, OSError) and err.errno is not None:
             raise write_error(err, written[-1] if written else out) from err
         raise
