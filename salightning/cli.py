@@ -142,14 +142,15 @@ def _predict_main(argv: list[str]) -> None:
     parser.add_argument("--ckpt_path", type=str, required=True, help="checkpoint written by `salightning fit`")
     parser.add_argument("--input", type=str, required=True, help="an image, a folder of images, a folder of frames, or a video file")
     parser.add_argument("--output", type=str, required=True, help="output folder (created; inputs are never overwritten)")
-    parser.add_argument("--tile", type=int, default=256, help="tile size in input pixels, 0 = no tiling")
-    parser.add_argument("--tile_overlap", type=int, default=32, help="overlap between tiles in input pixels")
+    parser.add_argument("--tile", type=int, default=256, help="tiles hold at most tile x tile input pixels (the fewest equal tiles that cover the input are used), 0 = no tiling")
+    parser.add_argument("--tile_overlap", type=int, default=32, help="least overlap between neighbouring tiles in input pixels (even)")
+    parser.add_argument("--tile_batch", type=int, default=4, help="tiles run through the generator at once")
     parser.add_argument("--no_ema", action="store_true", help="use the raw generator even if the checkpoint has an EMA one")
     parser.add_argument("--device", type=str, default="auto", help="cpu, cuda, cuda:1, ... (auto: cuda if available)")
     args = parser.parse_args(argv)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     generator = load_generator(args.ckpt_path, use_ema=not args.no_ema, map_location=device)
-    written = predict_path(generator, args.input, args.output, tile=args.tile, overlap=args.tile_overlap)
+    written = predict_path(generator, args.input, args.output, tile=args.tile, overlap=args.tile_overlap, tile_batch=args.tile_batch)
     print(f"wrote {len(written)} file(s) to {Path(args.output).resolve()}")
 
 

@@ -1,8 +1,5 @@
-"""Inference: rebuild a generator from a checkpoint and super-resolve large inputs tile by tile.
-
-Tiling: the input is cut into overlapping tiles; each output pixel is taken from the tile in
-which it lies farthest from a cut (the central part of each tile), so the seams see the same
-context as untiled inference up to ``overlap / 2`` input pixels on each side.
+"""Inference: rebuild a generator from a checkpoint and super-resolve large inputs tile by tile
+(the tile grid and the seam rule: :mod:`salightning.tiling`).
 """
 
 from __future__ import annotations
@@ -13,61 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image
 from torch import Tensor, nn
 
+from salightning.tiling import check_tiling, tiled_forward, tiled_forward_uint8
 from salightning.weights import load_state_dict_file
-
-
-def _starts(length: int, tile: int, step: int) -> list[int]:
-    if length <= tile:
-        return [0]
-    starts = list(range(0, length - tile, step))
-    starts.append(length - tile)
-    return starts
-
-
-def _keep(start: int, size: int, length: int, half: int) -> tuple[int, int]:
-    # The part of a tile [start, start+size) that this tile owns: its centre, or up to the image edge.
-    lo = start + half if start > 0 else 0
-    hi = start + size - half if start + size < length else length
-    return lo, hi
-
-
-@torch.no_grad()
-def tiled_forward(generator: nn.Module, x: Tensor, tile: int = 128, overlap: int = 32) -> Tensor:
-    """Run ``generator`` on ``x`` in overlapping spatial tiles.
-
-    Args:
-        generator: a salightning generator (attributes ``scale`` and ``input_upsampled``).
-        x: (B, C, h, w) for single-image generators, (B, T, C, H, W) for video generators.
-        tile: tile size in input pixels (``0`` disables tiling).
-        overlap: overlap between neighbouring tiles in input pixels (even, < tile).
-
-    Returns:
-        (B, C, H_out, W_out): the super-resolved image (centre frame for video).
-    """
-    if tile < 0 or overlap < 0 or overlap % 2 or (tile and overlap >= tile):
-        raise ValueError(f"tile and overlap must satisfy 0 <= overlap < tile, overlap even; got tile={tile}, overlap={overlap}")
-    h, w = x.shape[-2:]
-    if tile == 0 or (h <= tile and w <= tile):
-        return generator(x)
-    factor = 1 if getattr(generator, "input_upsampled", False) else int(getattr(generator, "scale", 1))
-    half = overlap // 2
-    out: Tensor | None = None
-    for top in _starts(h, tile, tile - overlap):
-        for left in _starts(w, tile, tile - overlap):
-            patch = x[..., top : top + tile, left : left + tile]
-            sr = generator(patch)
-            if out is None:
-                out = sr.new_zeros(*sr.shape[:-2], h * factor, w * factor)
-            th, tw = patch.shape[-2:]
-            y0, y1 = _keep(top, th, h, half)
-            x0, x1 = _keep(left, tw, w, half)
-            out[..., y0 * factor : y1 * factor, x0 * factor : x1 * factor] = sr[
-                ..., (y0 - top) * factor : (y1 - top) * factor, (x0 - left) * factor : (x1 - left) * factor
-            ]
-    assert out is not None
-    return out
 
 
 def load_generator(checkpoint: str | os.PathLike, use_ema: bool = True, map_location: str | torch.device = "cpu") -> nn.Module:
@@ -142,7 +89,7 @@ def _check_output(src: Path, out: Path) -> None:
 
 
 @torch.no_grad()
-def super_resolve_clip(generator: nn.Module, frames: Tensor, tile: int = 256, overlap: int = 32) -> Tensor:
+def super_resolve_clip(generator: nn.Module, frames: Tensor, tile: int = 256, overlap: int = 32, tile_batch: int = 4) -> Tensor:
     """Super-resolve every frame of a clip.
 
     Args:
@@ -172,12 +119,17 @@ def super_resolve_clip(generator: nn.Module, frames: Tensor, tile: int = 256, ov
                 # 8-bit levels, as the video datamodule feeds them in training
                 x = (imresize(x, scale).clamp(0, 1) * 255).round() / 255
             x = x.unsqueeze(0)
-        outputs.append(tiled_forward(generator, x, tile, overlap).clamp(0, 1)[0].cpu())
+        outputs.append(tiled_forward(generator, x, tile, overlap, tile_batch).clamp(0, 1)[0].cpu())
     return torch.stack(outputs)
 
 
 def predict_path(
-    generator: nn.Module, input: str | os.PathLike, output: str | os.PathLike, tile: int = 256, overlap: int = 32
+    generator: nn.Module,
+    input: str | os.PathLike,
+    output: str | os.PathLike,
+    tile: int = 256,
+    overlap: int = 32,
+    tile_batch: int = 4,
 ) -> list[Path]:
     """Super-resolve an image, a folder of images, a folder of frames, or a video file.
 
@@ -191,11 +143,12 @@ def predict_path(
 
     Raises:
         FileNotFoundError: the input does not exist.
-        ValueError: unreadable input, or an output that would overwrite the input.
+        ValueError: unreadable input, an output that would overwrite the input, or bad tiling options.
     """
     from salightning.data.image import IMAGE_EXTENSIONS, list_images, read_image
     from salightning.data.video import VIDEO_EXTENSIONS, FrameFolder, VideoFile, write_video
 
+    check_tiling(tile, overlap, tile_batch)
     src, out = Path(input).expanduser(), Path(output).expanduser()
     if not src.exists():
         raise FileNotFoundError(f"--input {str(src)!r} does not exist")
@@ -207,7 +160,7 @@ def predict_path(
     if src.is_file() and src.suffix.lower() in VIDEO_EXTENSIONS:
         clip = VideoFile(src)
         frames = clip.read(list(range(len(clip))))
-        sr = super_resolve_clip(generator, frames, tile, overlap)
+        sr = super_resolve_clip(generator, frames, tile, overlap, tile_batch)
         folder = out / src.stem
         folder.mkdir(exist_ok=True)
         for t, frame in enumerate(sr):
@@ -226,7 +179,7 @@ def predict_path(
         files = [src]
     elif video_model:
         clip = FrameFolder(src, option="--input")
-        sr = super_resolve_clip(generator, clip.read(list(range(len(clip)))), tile, overlap)
+        sr = super_resolve_clip(generator, clip.read(list(range(len(clip)))), tile, overlap, tile_batch)
         folder = out / src.name
         folder.mkdir(exist_ok=True)
         for frame_path, frame in zip(clip.frames, sr):
@@ -241,7 +194,8 @@ def predict_path(
             raise ValueError(f"--input {str(src)!r}: {', '.join(clashes)} would all be written to the same output PNG; rename or move them")
     for path in files:
         lr = read_image(path).unsqueeze(0).to(device)
-        sr = tiled_forward(generator, lr, tile, overlap).clamp(0, 1)[0]
+        sr = tiled_forward_uint8(generator, lr, tile, overlap, tile_batch)
         written.append(out / f"{path.stem}.png")
-        _save_png(sr, written[-1])
+        Image.fromarray(sr.squeeze(-1) if sr.shape[-1] == 1 else sr).save(written[-1])
+        del sr
     return written
