@@ -69,16 +69,6 @@ def export_generator(checkpoint: str | os.PathLike, output: str | os.PathLike, u
     return out
 
 
-def _save_png(image: Tensor, path: Path) -> None:
-    from torchvision.utils import save_image
-
-    save_image(image.float().clamp(0, 1), path)
-
-
-def _to_uint8_hwc(image: Tensor):
-    return (image.float().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-
-
 def _check_output(src: Path, out: Path) -> None:
     # Outputs keep the inputs' names, so writing into the input folder would overwrite them.
     src_dir = src.resolve() if src.is_dir() else src.resolve().parent
@@ -136,7 +126,11 @@ def predict_path(
     * an image: ``output/<name>.png``;
     * a folder: each image to ``output/<name>.png`` (single-image generator), or, for a video
       generator, the folder is one clip: ``output/<folder>/<frame>.png``;
-    * a video file: ``output/<stem>/frame_NNNNN.png`` and ``output/<stem>_sr.mp4``.
+    * a video file: ``output/<stem>/frame_NNNNN.png`` and ``output/<stem>_sr.mp4`` (at the input's
+      frame rate).
+
+    Clips are streamed (:func:`salightning.video_io.predict_clip`): memory holds the generator's
+    window of frames, not the clip; a progress bar shows frames/s on a terminal.
 
     Returns:
         the files written.
@@ -146,7 +140,8 @@ def predict_path(
         ValueError: unreadable input, an output that would overwrite the input, or bad tiling options.
     """
     from salightning.data.image import IMAGE_EXTENSIONS, list_images, read_image
-    from salightning.data.video import VIDEO_EXTENSIONS, FrameFolder, VideoFile, write_video
+    from salightning.data.video import VIDEO_EXTENSIONS, FrameFolder, VideoFile
+    from salightning.video_io import predict_clip
 
     check_tiling(tile, overlap, tile_batch)
     src, out = Path(input).expanduser(), Path(output).expanduser()
@@ -158,19 +153,9 @@ def predict_path(
     written: list[Path] = []
     out.mkdir(parents=True, exist_ok=True)
     if src.is_file() and src.suffix.lower() in VIDEO_EXTENSIONS:
-        clip = VideoFile(src)
-        frames = clip.read(list(range(len(clip))))
-        sr = super_resolve_clip(generator, frames, tile, overlap, tile_batch)
-        folder = out / src.stem
-        folder.mkdir(exist_ok=True)
-        for t, frame in enumerate(sr):
-            written.append(folder / f"frame_{t:05d}.png")
-            _save_png(frame, written[-1])
-        h, w = sr.shape[-2:]
-        video_path = out / f"{src.stem}_sr.mp4"
-        write_video(torch.stack([torch.from_numpy(_to_uint8_hwc(f[:, : h - h % 2, : w - w % 2])) for f in sr]).numpy(), video_path)
-        written.append(video_path)
-        return written
+        return predict_clip(
+            generator, VideoFile(src), out / src.stem, out / f"{src.stem}_sr.mp4", tile=tile, overlap=overlap, tile_batch=tile_batch
+        )
     if src.is_file():
         if src.suffix.lower() not in IMAGE_EXTENSIONS:
             raise ValueError(f"--input {str(src)!r} is neither an image ({', '.join(IMAGE_EXTENSIONS)}) nor a video ({', '.join(VIDEO_EXTENSIONS)})")
@@ -179,13 +164,8 @@ def predict_path(
         files = [src]
     elif video_model:
         clip = FrameFolder(src, option="--input")
-        sr = super_resolve_clip(generator, clip.read(list(range(len(clip)))), tile, overlap, tile_batch)
-        folder = out / src.name
-        folder.mkdir(exist_ok=True)
-        for frame_path, frame in zip(clip.frames, sr):
-            written.append(folder / f"{frame_path.stem}.png")
-            _save_png(frame, written[-1])
-        return written
+        names = [frame.stem for frame in clip.frames]
+        return predict_clip(generator, clip, out / src.name, None, names, tile=tile, overlap=overlap, tile_batch=tile_batch)
     else:
         files = list_images(src, option="--input")
         stems = Counter(p.stem for p in files)
