@@ -157,14 +157,15 @@ def _predict_main(argv: list[str]) -> None:
 def _export_main(argv: list[str]) -> None:
     from jsonargparse import ArgumentParser
 
-    from salightning.predict import export_generator
+    from salightning.export import FORMATS, export_checkpoint
 
-    parser = ArgumentParser(prog="salightning export", description="Write a checkpoint's generator as a plain state dict.")
+    parser = ArgumentParser(prog="salightning export", description="Write a checkpoint's generator as a state dict, safetensors (with its architecture) or ONNX.")
     parser.add_argument("--ckpt_path", type=str, required=True, help="checkpoint written by `salightning fit`")
-    parser.add_argument("--output", type=str, required=True, help="output .pth file (must not exist)")
+    parser.add_argument("--output", type=str, required=True, help="output file (must not exist)")
+    parser.add_argument("--format", type=str, default="pth", choices=FORMATS, help="pth: torch state dict (spandrel/chaiNNer read RRDBNet); safetensors: with the architecture in its metadata; onnx: dynamic batch/height/width")
     parser.add_argument("--no_ema", action="store_true", help="export the raw generator even if the checkpoint has an EMA one")
     args = parser.parse_args(argv)
-    print(f"wrote {export_generator(args.ckpt_path, args.output, use_ema=not args.no_ema).resolve()}")
+    print(f"wrote {export_checkpoint(args.ckpt_path, args.output, args.format, use_ema=not args.no_ema).resolve()}")
 
 
 def _has_config(argv: list[str]) -> bool:
