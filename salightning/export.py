@@ -134,3 +134,33 @@ def load_exported(path: str | os.PathLike, class_path: str | None = None, init_a
     config = {"generator": {"class_path": class_path, "init_args": init_args or {}}}
     generator = parser.instantiate_classes(parser.parse_object(config)).generator
     return load_pretrained(generator, path).eval()
+
+
+def load_for_predict(
+    path: str | os.PathLike,
+    class_path: str | None = None,
+    init_args: dict[str, Any] | None = None,
+    use_ema: bool = True,
+    map_location: str | torch.device = "cpu",
+) -> nn.Module:
+    """The generator for ``salightning predict --ckpt_path``: a ``salightning fit`` checkpoint
+    (:func:`salightning.predict.load_generator`), a safetensors export (architecture from its
+    metadata), or any weights file with ``class_path`` (``--generator``) and ``init_args``.
+
+    Raises:
+        ValueError: naming the file and the option to add, when the architecture is unknown.
+    """
+    path = Path(path)
+    if class_path is not None or path.suffix == ".safetensors":
+        if not path.is_file():
+            raise FileNotFoundError(f"--ckpt_path {str(path)!r} does not exist")
+        return load_exported(path, class_path, init_args).to(map_location)
+    try:
+        return load_generator(path, use_ema=use_ema, map_location=map_location)
+    except ValueError as err:
+        if "hyper_parameters" not in str(err):
+            raise
+        raise ValueError(
+            f"--ckpt_path {str(path)!r} is not a `salightning fit` checkpoint; for exported weights pass "
+            "--generator with the class path (e.g. salightning.models.RRDBNet) and --generator_init_args"
+        ) from err

@@ -70,3 +70,29 @@ def test_export_cli_formats(tmp_path, capsys, photos):
     code, _, err = run_main(["export", "--ckpt_path", ckpt, "--output", tmp_path / "g.onnx", "--format", "onnx"], capsys)
     assert code == 0, err
     assert (tmp_path / "g.onnx").stat().st_size > 0
+
+
+def test_predict_reads_exported_files(tmp_path, capsys, photos):
+    from conftest import save_png
+    from test_cli import make_checkpoint
+
+    torch.manual_seed(0)
+    init_args = {"num_features": 8, "num_blocks": 1, "growth_channels": 4, "scale": 4}
+    ckpt = make_checkpoint(tmp_path / "rrdb.ckpt", RRDBNet(**init_args), "salightning.models.RRDBNet", init_args)
+    save_png(photos[1][:, 100:148, 150:214], tmp_path / "in" / "cat.png")
+    outputs = {}
+    for name, extra in [
+        ("ckpt", []),
+        ("safetensors", []),
+        ("pth", ["--generator", "salightning.models.RRDBNet", "--generator_init_args", str(init_args)]),
+    ]:
+        weights = ckpt if name == "ckpt" else tmp_path / f"g.{name}"
+        if name != "ckpt":
+            code, _, err = run_main(["export", "--ckpt_path", ckpt, "--output", weights, "--format", name], capsys)
+            assert code == 0, err
+        code, _, err = run_main(["predict", "--ckpt_path", weights, "--input", tmp_path / "in" / "cat.png", "--output", tmp_path / name, *extra], capsys)
+        assert code == 0, err
+        outputs[name] = (tmp_path / name / "cat.png").read_bytes()
+    assert outputs["safetensors"] == outputs["ckpt"] == outputs["pth"]
+    code, _, err = run_main(["predict", "--ckpt_path", tmp_path / "g.pth", "--input", tmp_path / "in" / "cat.png", "--output", tmp_path / "x"], capsys)
+    assert code != 0 and "--generator" in err
