@@ -204,6 +204,7 @@ def data_figures(fig: Figures, sizes: Sizes, threads: int, device: str, step_per
     consumed = 1 / step_per_image
     clock = "CPU" if device == "cpu" else "wall"
     for key, name, what in (("on_the_fly", "data", "on-the-fly x4 crops of 128 from 2040x1356 PNGs"),
+                            ("on_the_fly_cached", "data_onthefly_cached", "the same crops with decode_cache=True (memory-mapped decoded images)"),
                             ("paired", "data_paired", "paired crops from 480x480 HR / 120x120 LR PNGs")):
         # on a CPU both sides in CPU seconds (steady under load); on a GPU the step's wall time
         rate = r[f"{key}_cpu"] if device == "cpu" else r[key]
