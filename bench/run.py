@@ -16,6 +16,7 @@ options and tables):
   bench_memory.py  tiled vs untiled prediction (peak memory, time); peak memory of a stage-2
                    step at the paper's batch and patch size (SA-ESRGAN, SA-VSRResFeatGAN),
                    each in a fresh process
+  bench_tiling.py  tiled (default tiles) vs untiled time on 512x512 and 427x640 photos, the grid used
 
 On a CPU, step-time ratios are ratios of the minimum CPU seconds of this process per batch over
 the timed batches (with one torch thread the CPU time is the work done; it barely stretches when
@@ -60,6 +61,7 @@ import bench_edges  # noqa: E402
 import bench_flops  # noqa: E402
 import bench_memory  # noqa: E402
 import bench_module  # noqa: E402
+import bench_tiling  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
@@ -218,6 +220,15 @@ def data_figures(fig: Figures, sizes: Sizes, threads: int, device: str, step_per
             f"{r['interpolate_down_ms']:.1f} ms on 2040x1356; target <= 2")
 
 
+def tile_grid_figures(fig: Figures, threads: int) -> None:
+    for label, r in bench_tiling.measure(threads=threads).items():
+        key = label.replace("x", "_")
+        fig.add(f"tiled_default_vs_untiled_time_ratio_{key}", r["time_ratio"],
+                f"{label} photo, quickstart RRDBNet, tile 256 overlap 32 tile_batch 4: {r['grid']}; "
+                f"untiled {r['untiled_s']:.2f} CPU s, tiled {r['tiled_s']:.2f} CPU s")
+        fig.add(f"tile_grid_pixel_ratio_{key}", r["pixel_ratio"], f"{label}: {r['grid']}")
+
+
 def tiled_figures(fig: Figures, sizes: Sizes, threads: int, device: str) -> None:
     r = bench_memory.tiled_prediction(sizes.tiled_lr_size, sizes.tiled_blocks, threads, device, sizes.tile, sizes.overlap)
     u, t = r["untiled"], r["tiled"]
@@ -271,6 +282,7 @@ def main() -> None:
     edges_figures(fig, sizes, args.device, step_per_image)
     data_figures(fig, sizes, args.threads, args.device, step_per_image)
     tiled_figures(fig, sizes, args.threads, args.device)
+    tile_grid_figures(fig, args.threads)
     memory_figures(fig, sizes, args.threads, args.device)
 
     seconds = time.perf_counter() - start
