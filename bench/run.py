@@ -17,6 +17,7 @@ options and tables):
                    step at the paper's batch and patch size (SA-ESRGAN, SA-VSRResFeatGAN),
                    each in a fresh process
   bench_tiling.py  tiled (default tiles) vs untiled time on 512x512 and 427x640 photos, the grid used
+  bench_video.py   streaming video predict: peak RSS and frames/s at 10 / 60 / 250 frames
 
 On a CPU, step-time ratios are ratios of the minimum CPU seconds of this process per batch over
 the timed batches (with one torch thread the CPU time is the work done; it barely stretches when
@@ -62,6 +63,7 @@ import bench_flops  # noqa: E402
 import bench_memory  # noqa: E402
 import bench_module  # noqa: E402
 import bench_tiling  # noqa: E402
+import bench_video  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
@@ -229,6 +231,17 @@ def tile_grid_figures(fig: Figures, threads: int) -> None:
         fig.add(f"tile_grid_pixel_ratio_{key}", r["pixel_ratio"], f"{label}: {r['grid']}")
 
 
+def video_figures(fig: Figures, quick: bool) -> None:
+    lengths = (4, 8) if quick else (10, 60, 250)
+    results = bench_video.measure(lengths)
+    for r in results:
+        fig.add(f"video_predict_peak_rss_mib_{r['frames']}_frames", r["peak_rss_mib"],
+                f"streaming predict of a {r['frames']}-frame 96x128 H.264 clip (x4, quickstart RRDBNet), fresh process")
+        fig.add(f"video_predict_frames_per_s_{r['frames']}_frames", r["frames_per_s"], "PNG frames + H.264 written")
+    fig.add("video_predict_peak_rss_longest_vs_shortest_ratio", results[-1]["peak_rss_mib"] / results[0]["peak_rss_mib"],
+            f"{results[-1]['frames']} vs {results[0]['frames']} frames (issue 15 target <= 1.10)")
+
+
 def tiled_figures(fig: Figures, sizes: Sizes, threads: int, device: str) -> None:
     r = bench_memory.tiled_prediction(sizes.tiled_lr_size, sizes.tiled_blocks, threads, device, sizes.tile, sizes.overlap)
     u, t = r["untiled"], r["tiled"]
@@ -283,6 +296,7 @@ def main() -> None:
     data_figures(fig, sizes, args.threads, args.device, step_per_image)
     tiled_figures(fig, sizes, args.threads, args.device)
     tile_grid_figures(fig, args.threads)
+    video_figures(fig, args.quick)
     memory_figures(fig, sizes, args.threads, args.device)
 
     seconds = time.perf_counter() - start
