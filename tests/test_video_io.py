@@ -74,3 +74,18 @@ def test_a_corrupt_frame_mid_stream_keeps_the_frames_done_and_names_the_frame(vs
     assert done == ["000.png", "001.png", "002.png"]
     got = np.asarray(Image.open(tmp_path / "out" / "clip" / "000.png"))
     assert got.dtype == np.uint8 and got.shape == (96, 128, 3)
+
+
+def test_a_video_ending_early_keeps_the_frames_done_and_names_the_file_and_frame(vsr, photos, tmp_path, monkeypatch):
+    from salightning.data.video import write_video
+    from salightning.video_io import predict_clip
+
+    frames = [(photos[0][:, 60 + 2 * t : 84 + 2 * t, 90 + 3 * t : 122 + 3 * t].permute(1, 2, 0) * 255).round().byte().numpy() for t in range(6)]
+    write_video(np.stack(frames), tmp_path / "clip.mp4")
+    clip = VideoFile(tmp_path / "clip.mp4")
+    assert len(clip) == 6
+    clip._count = 9  # the header promised more frames than the stream holds
+    with pytest.raises(ValueError, match=r"clip.mp4: cannot decode frame 6: the file ends after 6 of 9 frames"):
+        predict_clip(vsr, clip, tmp_path / "out", tmp_path / "out.mp4", tile=0)
+    assert len(list((tmp_path / "out").glob("*.png"))) == 4  # frames 0..3 were made before frame 6 was needed
+    assert len(VideoFile(tmp_path / "out.mp4")) == 4  # the partial video was closed playable
