@@ -97,10 +97,10 @@ def tile_grid(height: int, width: int, tile: int, overlap: int) -> TileGrid:
     best: tuple[int, int, int, int] | None = None  # (processed pixels, tiles, rows, columns)
     for rows in range(1, height + 1):
         tile_h = _split(height, rows, overlap)
-        if tile_h <= overlap:
-            break
+        if rows > 1 and tile_h <= overlap:
+            break  # cut tiles must be longer than their overlap
         max_w = min(budget // tile_h, longest, width)
-        if tile_h > longest or max_w <= overlap:
+        if tile_h > longest or (max_w < width and max_w <= overlap):
             continue
         cols = 1 if max_w >= width else math.ceil((width - overlap) / (max_w - overlap))
         tile_w = _split(width, cols, overlap)

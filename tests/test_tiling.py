@@ -32,7 +32,7 @@ def test_default_grid_processes_at_most_1_25x_the_pixels(size):
 
 
 @pytest.mark.parametrize("tile, overlap", [(256, 32), (64, 16), (40, 32), (48, 0)])
-@pytest.mark.parametrize("size", [(427, 640), (512, 512), (97, 131), (1500, 1500), (33, 1000), (1, 1)])
+@pytest.mark.parametrize("size", [(427, 640), (512, 512), (97, 131), (1500, 1500), (33, 1000), (10, 5000), (5000, 7), (1, 1)])
 def test_grid_covers_with_equal_tiles_and_enough_overlap(size, tile, overlap):
     grid = tile_grid(*size, tile=tile, overlap=overlap)
     assert grid.tile_h * grid.tile_w <= tile * tile or grid.num_tiles == 1
