@@ -16,6 +16,7 @@ Run: python bench/bench_data.py [--samples 60] [--threads 1] [--images 4]
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from collections.abc import Callable
@@ -98,7 +99,8 @@ def measure(samples: int = 60, threads: int = 1, images: int = 4) -> dict[str, f
     """All figures of this benchmark, measured in this process with ``threads`` torch threads.
 
     ``images``: DIV2K-sized PNGs made for (a) (each gives 8 sub-images of 480x480 for (b)).
-    Keys: ``on_the_fly`` (a), ``paired`` (b), ``on_the_fly_480`` (samples/s of wall time), the
+    Keys: ``on_the_fly`` (a), ``on_the_fly_cached`` (a, HR images read from the decoded-image
+    cache), ``paired`` (b), ``on_the_fly_480`` (samples/s of wall time), the
     same with ``_cpu`` (samples per CPU second of this process: steadier on a shared CPU), ``decode_ms``
     (Pillow decoding of one 2040x1356 PNG), ``imresize_down_ms``, ``interpolate_down_ms``,
     ``down_ratio`` (c), ``imresize_up_ms``, ``interpolate_up_ms``, ``up_ratio``.
@@ -121,6 +123,18 @@ def measure(samples: int = 60, threads: int = 1, images: int = 4) -> dict[str, f
         }
         for name, case in cases.items():
             out[name], out[f"{name}_cpu"] = samples_per_second(ImageSRDataModule(**case, **common), samples)
+        # the decoded-image cache, in steady state (a first pass decodes each image into it)
+        previous = os.environ.get("SALIGHTNING_CACHE_DIR")
+        os.environ["SALIGHTNING_CACHE_DIR"] = str(tmp / "cache")
+        try:
+            cached = ImageSRDataModule(train_hr=str(tmp / "div2k"), decode_cache=True, **common)
+            samples_per_second(cached, samples)
+            out["on_the_fly_cached"], out["on_the_fly_cached_cpu"] = samples_per_second(cached, samples)
+        finally:
+            if previous is None:
+                del os.environ["SALIGHTNING_CACHE_DIR"]
+            else:
+                os.environ["SALIGHTNING_CACHE_DIR"] = previous
         out["decode_ms"] = best_time(lambda: _decode(sources[0]), repeats=3) * 1e3
         image = read_image(sources[0])[None]
 

@@ -16,6 +16,8 @@ options and tables):
   bench_memory.py  tiled vs untiled prediction (peak memory, time); peak memory of a stage-2
                    step at the paper's batch and patch size (SA-ESRGAN, SA-VSRResFeatGAN),
                    each in a fresh process
+  bench_tiling.py  tiled (default tiles) vs untiled time on 512x512 and 427x640 photos, the grid used
+  bench_video.py   streaming video predict: peak RSS and frames/s at 10 / 60 / 250 frames
 
 On a CPU, step-time ratios are ratios of the minimum CPU seconds of this process per batch over
 the timed batches (with one torch thread the CPU time is the work done; it barely stretches when
@@ -60,6 +62,8 @@ import bench_edges  # noqa: E402
 import bench_flops  # noqa: E402
 import bench_memory  # noqa: E402
 import bench_module  # noqa: E402
+import bench_tiling  # noqa: E402
+import bench_video  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
@@ -204,6 +208,7 @@ def data_figures(fig: Figures, sizes: Sizes, threads: int, device: str, step_per
     consumed = 1 / step_per_image
     clock = "CPU" if device == "cpu" else "wall"
     for key, name, what in (("on_the_fly", "data", "on-the-fly x4 crops of 128 from 2040x1356 PNGs"),
+                            ("on_the_fly_cached", "data_onthefly_cached", "the same crops with decode_cache=True (memory-mapped decoded images)"),
                             ("paired", "data_paired", "paired crops from 480x480 HR / 120x120 LR PNGs")):
         # on a CPU both sides in CPU seconds (steady under load); on a GPU the step's wall time
         rate = r[f"{key}_cpu"] if device == "cpu" else r[key]
@@ -215,6 +220,26 @@ def data_figures(fig: Figures, sizes: Sizes, threads: int, device: str, step_per
     fig.add("imresize_vs_interpolate_time_ratio", r["down_ratio"],
             f"MATLAB imresize x4 down {r['imresize_down_ms']:.1f} ms vs F.interpolate(antialias) "
             f"{r['interpolate_down_ms']:.1f} ms on 2040x1356; target <= 2")
+
+
+def tile_grid_figures(fig: Figures, threads: int) -> None:
+    for label, r in bench_tiling.measure(threads=threads).items():
+        key = label.replace("x", "_")
+        fig.add(f"tiled_default_vs_untiled_time_ratio_{key}", r["time_ratio"],
+                f"{label} photo, quickstart RRDBNet, tile 256 overlap 32 tile_batch 4: {r['grid']}; "
+                f"untiled {r['untiled_s']:.2f} CPU s, tiled {r['tiled_s']:.2f} CPU s")
+        fig.add(f"tile_grid_pixel_ratio_{key}", r["pixel_ratio"], f"{label}: {r['grid']}")
+
+
+def video_figures(fig: Figures, quick: bool) -> None:
+    lengths = (4, 8) if quick else (10, 60, 250)
+    results = bench_video.measure(lengths)
+    for r in results:
+        fig.add(f"video_predict_peak_rss_mib_{r['frames']}_frames", r["peak_rss_mib"],
+                f"streaming predict of a {r['frames']}-frame 96x128 H.264 clip (x4, quickstart RRDBNet), fresh process")
+        fig.add(f"video_predict_frames_per_s_{r['frames']}_frames", r["frames_per_s"], "PNG frames + H.264 written")
+    fig.add("video_predict_peak_rss_longest_vs_shortest_ratio", results[-1]["peak_rss_mib"] / results[0]["peak_rss_mib"],
+            f"{results[-1]['frames']} vs {results[0]['frames']} frames (issue 15 target <= 1.10)")
 
 
 def tiled_figures(fig: Figures, sizes: Sizes, threads: int, device: str) -> None:
@@ -270,6 +295,8 @@ def main() -> None:
     edges_figures(fig, sizes, args.device, step_per_image)
     data_figures(fig, sizes, args.threads, args.device, step_per_image)
     tiled_figures(fig, sizes, args.threads, args.device)
+    tile_grid_figures(fig, args.threads)
+    video_figures(fig, args.quick)
     memory_figures(fig, sizes, args.threads, args.device)
 
     seconds = time.perf_counter() - start

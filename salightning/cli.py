@@ -20,7 +20,7 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import torch
 from jsonargparse import Namespace
@@ -301,36 +301,44 @@ def _choose_strategy(trainer: Namespace, gan: bool, world: int) -> None:
 def _predict_main(argv: list[str]) -> None:
     from jsonargparse import ArgumentParser
 
-    from salightning.predict import TRUST_HELP, load_generator, predict_path
+    from salightning.export import load_for_predict
+    from salightning.predict import TRUST_HELP, predict_path
 
     parser = ArgumentParser(prog="salightning predict", description="Super-resolve an image, a folder of images, or a video with a checkpoint.")
-    parser.add_argument("--ckpt_path", type=str, required=True, help="checkpoint written by `salightning fit`")
+    parser.add_argument("--ckpt_path", type=str, required=True, help="checkpoint written by `salightning fit`, or a file written by `salightning export`")
+    parser.add_argument("--generator", type=Optional[str], default=None, help="class path of the generator of an exported .pth (safetensors exports name it)")
+    parser.add_argument("--generator_init_args", type=Optional[dict], default=None, help="the generator's init args for --generator, e.g. '{scale: 4}'")
     parser.add_argument("--input", type=str, required=True, help="an image, a folder of images, a folder of frames, or a video file")
     parser.add_argument("--output", type=str, required=True, help="output folder (created; inputs are never overwritten)")
-    parser.add_argument("--tile", type=int, default=256, help="tile size in input pixels, 0 = no tiling")
-    parser.add_argument("--tile_overlap", type=int, default=32, help="overlap between tiles in input pixels")
+    parser.add_argument("--tile", type=int, default=256, help="tiles hold at most tile x tile input pixels (the fewest equal tiles that cover the input are used), 0 = no tiling")
+    parser.add_argument("--tile_overlap", type=int, default=32, help="least overlap between neighbouring tiles in input pixels (even)")
+    parser.add_argument("--tile_batch", type=int, default=4, help="tiles run through the generator at once")
     parser.add_argument("--no_ema", action="store_true", help="use the raw generator even if the checkpoint has an EMA one")
     parser.add_argument("--device", type=str, default="auto", help="cpu, cuda, cuda:1, ... (auto: cuda if available)")
     parser.add_argument("--trust_module", type=str, nargs="+", default=[], help=TRUST_HELP)
     args = parser.parse_args(argv)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    generator = load_generator(args.ckpt_path, use_ema=not args.no_ema, map_location=device, trusted_modules=args.trust_module)
-    written = predict_path(generator, args.input, args.output, tile=args.tile, overlap=args.tile_overlap)
+    generator = load_for_predict(
+        args.ckpt_path, args.generator, args.generator_init_args, use_ema=not args.no_ema, map_location=device, trusted_modules=args.trust_module
+    )
+    written = predict_path(generator, args.input, args.output, tile=args.tile, overlap=args.tile_overlap, tile_batch=args.tile_batch)
     print(f"wrote {len(written)} file(s) to {Path(args.output).resolve()}")
 
 
 def _export_main(argv: list[str]) -> None:
     from jsonargparse import ArgumentParser
 
-    from salightning.predict import TRUST_HELP, export_generator
+    from salightning.export import FORMATS, export_checkpoint
+    from salightning.predict import TRUST_HELP
 
-    parser = ArgumentParser(prog="salightning export", description="Write a checkpoint's generator as a plain state dict.")
+    parser = ArgumentParser(prog="salightning export", description="Write a checkpoint's generator as a state dict, safetensors (with its architecture) or ONNX.")
     parser.add_argument("--ckpt_path", type=str, required=True, help="checkpoint written by `salightning fit`")
-    parser.add_argument("--output", type=str, required=True, help="output .pth file (must not exist)")
+    parser.add_argument("--output", type=str, required=True, help="output file (must not exist)")
+    parser.add_argument("--format", type=str, default="pth", choices=FORMATS, help="pth: torch state dict (spandrel/chaiNNer read RRDBNet); safetensors: with the architecture in its metadata; onnx: dynamic batch/height/width")
     parser.add_argument("--no_ema", action="store_true", help="export the raw generator even if the checkpoint has an EMA one")
     parser.add_argument("--trust_module", type=str, nargs="+", default=[], help=TRUST_HELP)
     args = parser.parse_args(argv)
-    print(f"wrote {export_generator(args.ckpt_path, args.output, use_ema=not args.no_ema, trusted_modules=args.trust_module).resolve()}")
+    print(f"wrote {export_checkpoint(args.ckpt_path, args.output, args.format, use_ema=not args.no_ema, trusted_modules=args.trust_module).resolve()}")
 
 
 def _has_config(argv: list[str]) -> bool:

@@ -1,8 +1,5 @@
-"""Inference: rebuild a generator from a checkpoint and super-resolve large inputs tile by tile.
-
-Tiling: the input is cut into overlapping tiles; each output pixel is taken from the tile in
-which it lies farthest from a cut (the central part of each tile), so the seams see the same
-context as untiled inference up to ``overlap / 2`` input pixels on each side.
+"""Inference: rebuild a generator from a checkpoint and super-resolve large inputs tile by tile
+(the tile grid and the seam rule: :mod:`salightning.tiling`).
 """
 
 from __future__ import annotations
@@ -16,63 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image
 from torch import Tensor, nn
 
 from salightning.checkpoint_io import CHECKSUM_KEY, save_atomically, tensor_digest
 from salightning.paths import check_output_not_inside, remove_outputs, resolve_path, write_error
+from salightning.tiling import check_tiling, tiled_forward, tiled_forward_uint8
 from salightning.weights import load_state_dict_file
-
-
-def _starts(length: int, tile: int, step: int) -> list[int]:
-    if length <= tile:
-        return [0]
-    starts = list(range(0, length - tile, step))
-    starts.append(length - tile)
-    return starts
-
-
-def _keep(start: int, size: int, length: int, half: int) -> tuple[int, int]:
-    # The part of a tile [start, start+size) that this tile owns: its centre, or up to the image edge.
-    lo = start + half if start > 0 else 0
-    hi = start + size - half if start + size < length else length
-    return lo, hi
-
-
-@torch.no_grad()
-def tiled_forward(generator: nn.Module, x: Tensor, tile: int = 128, overlap: int = 32) -> Tensor:
-    """Run ``generator`` on ``x`` in overlapping spatial tiles.
-
-    Args:
-        generator: a salightning generator (attributes ``scale`` and ``input_upsampled``).
-        x: (B, C, h, w) for single-image generators, (B, T, C, H, W) for video generators.
-        tile: tile size in input pixels (``0`` disables tiling).
-        overlap: overlap between neighbouring tiles in input pixels (even, < tile).
-
-    Returns:
-        (B, C, H_out, W_out): the super-resolved image (centre frame for video).
-    """
-    if tile < 0 or overlap < 0 or overlap % 2 or (tile and overlap >= tile):
-        raise ValueError(f"tile and overlap must satisfy 0 <= overlap < tile, overlap even; got tile={tile}, overlap={overlap}")
-    h, w = x.shape[-2:]
-    if tile == 0 or (h <= tile and w <= tile):
-        return generator(x)
-    factor = 1 if getattr(generator, "input_upsampled", False) else int(getattr(generator, "scale", 1))
-    half = overlap // 2
-    out: Tensor | None = None
-    for top in _starts(h, tile, tile - overlap):
-        for left in _starts(w, tile, tile - overlap):
-            patch = x[..., top : top + tile, left : left + tile]
-            sr = generator(patch)
-            if out is None:
-                out = sr.new_zeros(*sr.shape[:-2], h * factor, w * factor)
-            th, tw = patch.shape[-2:]
-            y0, y1 = _keep(top, th, h, half)
-            x0, x1 = _keep(left, tw, w, half)
-            out[..., y0 * factor : y1 * factor, x0 * factor : x1 * factor] = sr[
-                ..., (y0 - top) * factor : (y1 - top) * factor, (x0 - left) * factor : (x1 - left) * factor
-            ]
-    assert out is not None
-    return out
 
 
 #: Help of the ``--trust_module`` option of predict, export and evaluate/test.
@@ -186,16 +133,6 @@ def export_generator(
     return out
 
 
-def _save_png(image: Tensor, path: Path) -> None:
-    from torchvision.utils import save_image
-
-    save_image(image.float().clamp(0, 1), path)
-
-
-def _to_uint8_hwc(image: Tensor):
-    return (image.float().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-
-
 def _check_output(src: Path, out: Path, video_model: bool) -> None:
     """Refuse an output that is a file, or that is on or inside the input, or where an output
     would land on the input (outputs keep the inputs' names)."""
@@ -209,7 +146,7 @@ def _check_output(src: Path, out: Path, video_model: bool) -> None:
 
 
 @torch.no_grad()
-def super_resolve_clip(generator: nn.Module, frames: Tensor, tile: int = 256, overlap: int = 32) -> Tensor:
+def super_resolve_clip(generator: nn.Module, frames: Tensor, tile: int = 256, overlap: int = 32, tile_batch: int = 4) -> Tensor:
     """Super-resolve every frame of a clip.
 
     Args:
@@ -239,40 +176,51 @@ def super_resolve_clip(generator: nn.Module, frames: Tensor, tile: int = 256, ov
                 # 8-bit levels, as the video datamodule feeds them in training
                 x = (imresize(x, scale).clamp(0, 1) * 255).round() / 255
             x = x.unsqueeze(0)
-        outputs.append(tiled_forward(generator, x, tile, overlap).clamp(0, 1)[0].cpu())
+        outputs.append(tiled_forward(generator, x, tile, overlap, tile_batch).clamp(0, 1)[0].cpu())
     return torch.stack(outputs)
 
 
 def predict_path(
-    generator: nn.Module, input: str | os.PathLike, output: str | os.PathLike, tile: int = 256, overlap: int = 32
+    generator: nn.Module,
+    input: str | os.PathLike,
+    output: str | os.PathLike,
+    tile: int = 256,
+    overlap: int = 32,
+    tile_batch: int = 4,
 ) -> list[Path]:
     """Super-resolve an image, a folder of images, a folder of frames, or a video file.
 
     * an image: ``output/<name>.png``;
     * a folder: each image to ``output/<name>.png`` (single-image generator), or, for a video
       generator, the folder is one clip: ``output/<folder>/<frame>.png``;
-    * a video file: ``output/<stem>/frame_NNNNN.png`` and ``output/<stem>_sr.mp4``.
+    * a video file: ``output/<stem>/frame_NNNNN.png`` and ``output/<stem>_sr.mp4`` (at the input's
+      frame rate).
+
+    Clips are streamed (:func:`salightning.video_io.predict_clip`): memory holds the generator's
+    window of frames, not the clip; a progress bar shows frames/s on a terminal.
 
     Returns:
         the files written.
 
     Raises:
         FileNotFoundError: the input does not exist.
-        ValueError: unreadable input, or an output that would overwrite the input.
+        ValueError: unreadable input, an output that would overwrite the input, or bad tiling options.
         OSError: a file could not be written (full or read-only disk), with its errno and name;
-            the files of this call are removed, and the folders it created.
+            the files of this call are removed, and the folders it created (the frames of a clip
+            that failed mid-stream are kept, and named in the error).
     """
     src, out = Path(input).expanduser(), Path(output).expanduser()
     resolve_path(src, "--input")  # a symlink loop is named as one, not as a missing file
     if not src.exists():
         raise FileNotFoundError(f"--input {str(src)!r} does not exist")
+    check_tiling(tile, overlap, tile_batch)
     video_model = int(getattr(generator, "num_frames", 1)) > 1
     _check_output(src, out, video_model)
     written: list[Path] = []
     clip_folders = (out / src.stem, out / resolve_path(src, "--input").name)  # video outputs go into one
     created = [p for p in (*clip_folders, out, *out.parents) if not p.exists()]
     try:
-        return _predict_into(generator, src, out, tile, overlap, written)
+        return _predict_into(generator, src, out, tile, overlap, tile_batch, written)
     except BaseException as err:
         remove_outputs(written, created)
         if isinstance(err, OSError) and err.errno is not None:
@@ -280,28 +228,19 @@ def predict_path(
         raise
 
 
-def _predict_into(generator: nn.Module, src: Path, out: Path, tile: int, overlap: int, written: list[Path]) -> list[Path]:
+def _predict_into(generator: nn.Module, src: Path, out: Path, tile: int, overlap: int, tile_batch: int, written: list[Path]) -> list[Path]:
     """The work of :func:`predict_path`: each file is appended to ``written`` before it is written."""
     from salightning.data.image import IMAGE_EXTENSIONS, list_images, read_image
-    from salightning.data.video import VIDEO_EXTENSIONS, FrameFolder, VideoFile, write_video
+    from salightning.data.video import VIDEO_EXTENSIONS, FrameFolder, VideoFile
+    from salightning.video_io import predict_clip
 
     device = next(generator.parameters()).device
     video_model = int(getattr(generator, "num_frames", 1)) > 1
     out.mkdir(parents=True, exist_ok=True)
     if src.is_file() and src.suffix.lower() in VIDEO_EXTENSIONS:
-        clip = VideoFile(src)
-        frames = clip.read(list(range(len(clip))))
-        sr = super_resolve_clip(generator, frames, tile, overlap)
-        folder = out / src.stem
-        folder.mkdir(exist_ok=True)
-        for t, frame in enumerate(sr):
-            written.append(folder / f"frame_{t:05d}.png")
-            _save_png(frame, written[-1])
-        h, w = sr.shape[-2:]
-        video_path = out / f"{src.stem}_sr.mp4"
-        write_video(torch.stack([torch.from_numpy(_to_uint8_hwc(f[:, : h - h % 2, : w - w % 2])) for f in sr]).numpy(), video_path)
-        written.append(video_path)
-        return written
+        return predict_clip(
+            generator, VideoFile(src), out / src.stem, out / f"{src.stem}_sr.mp4", tile=tile, overlap=overlap, tile_batch=tile_batch
+        )
     if src.is_file():
         if src.suffix.lower() not in IMAGE_EXTENSIONS:
             raise ValueError(f"--input {str(src)!r} is neither an image ({', '.join(IMAGE_EXTENSIONS)}) nor a video ({', '.join(VIDEO_EXTENSIONS)})")
@@ -310,13 +249,8 @@ def _predict_into(generator: nn.Module, src: Path, out: Path, tile: int, overlap
         files = [src]
     elif video_model:
         clip = FrameFolder(src, option="--input")
-        sr = super_resolve_clip(generator, clip.read(list(range(len(clip)))), tile, overlap)
-        folder = out / resolve_path(src, "--input").name
-        folder.mkdir(exist_ok=True)
-        for frame_path, frame in zip(clip.frames, sr):
-            written.append(folder / f"{frame_path.stem}.png")
-            _save_png(frame, written[-1])
-        return written
+        names = [frame.stem for frame in clip.frames]
+        return predict_clip(generator, clip, out / resolve_path(src, "--input").name, None, names, tile=tile, overlap=overlap, tile_batch=tile_batch)
     else:
         files = list_images(src, option="--input")
         stems = Counter(p.stem for p in files)
@@ -325,7 +259,8 @@ def _predict_into(generator: nn.Module, src: Path, out: Path, tile: int, overlap
             raise ValueError(f"--input {str(src)!r}: {', '.join(clashes)} would all be written to the same output PNG; rename or move them")
     for path in files:
         lr = read_image(path).unsqueeze(0).to(device)
-        sr = tiled_forward(generator, lr, tile, overlap).clamp(0, 1)[0]
+        sr = tiled_forward_uint8(generator, lr, tile, overlap, tile_batch)
         written.append(out / f"{path.stem}.png")
-        _save_png(sr, written[-1])
+        Image.fromarray(sr.squeeze(-1) if sr.shape[-1] == 1 else sr).save(written[-1])
+        del sr
     return written

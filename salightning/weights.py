@@ -66,8 +66,13 @@ def resolve_weights(arch: str, path: str | os.PathLike | None = None, *, option:
 
 
 def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Load a state dict from ``path`` without executing code from it (``weights_only=True``)."""
+    """Load a state dict from ``path`` without executing code from it (``weights_only=True``;
+    ``.safetensors`` files are read with safetensors)."""
     try:
+        if Path(path).suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path), device="cpu")
         state = torch.load(Path(path), map_location="cpu", weights_only=True)
     except Exception as err:  # corrupt, truncated or pickled with code
         raise ValueError(f"cannot read weights file {str(path)!r}: {err}") from err

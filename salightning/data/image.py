@@ -24,6 +24,7 @@ from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
+from salightning.data.cache import DecodeCache
 from salightning.data.imresize import imresize
 
 __all__ = [
@@ -424,7 +425,8 @@ class ImageSRDataset(Dataset):
     whole image mod-cropped to ``scale``, or its centre ``eval_patch_size`` crop.
 
     Keys are item indices, or ``(index, seed)`` pairs from :class:`EpochSampler`; an index alone
-    uses a seed derived from ``seed`` and the index.
+    uses a seed derived from ``seed`` and the index. With ``decode_cache`` the HR images are read
+    memory-mapped from a :class:`~salightning.data.cache.DecodeCache` (same items, bit for bit).
 
     Returns:
         ``{"lr": (3, h, w), "hr": (3, h*scale, w*scale), "name": str}``, floats in [0, 1].
@@ -439,8 +441,10 @@ class ImageSRDataset(Dataset):
         quantize_lr: bool = True,
         eval_patch_size: int | None = None,
         seed: int = 0,
+        decode_cache: DecodeCache | None = None,
     ) -> None:
         self.pairs = list(pairs)
+        self.decode_cache = decode_cache
         self.scale = scale
         self.patch_size = patch_size
         self.augment = augment
@@ -462,7 +466,7 @@ class ImageSRDataset(Dataset):
         else:
             box = _centre_box(lr_h, lr_w, None if self.eval_patch_size is None else self.eval_patch_size // s)
         top, left, h, w = box
-        hr_array = _decode(pair.hr)
+        hr_array = _decode(pair.hr) if self.decode_cache is None else self.decode_cache(pair.hr)
         if pair.lr is None:
             # Convert only the crop and the context the kernel reads (decoding dominates anyway).
             t0, l0, t1, l1 = _context(lr_h, lr_w, box)
@@ -661,6 +665,10 @@ class ImageSRDataModule(_BaseSRDataModule):
         pin_memory: pin batches in memory when a CUDA device is present.
         seed: seed of the crops, augmentations and sample order (reproducible for any
             ``num_workers``).
+        decode_cache: keep the training HR images decoded in a
+            :class:`~salightning.data.cache.DecodeCache` (``$SALIGHTNING_CACHE_DIR/decoded``):
+            the first read decodes, later crops read only their region of a memory map. The
+            items are bit-identical to the uncached ones.
 
     Raises:
         FileNotFoundError: a folder that is missing or holds no images, or an HR image without
@@ -689,8 +697,10 @@ class ImageSRDataModule(_BaseSRDataModule):
         skip_unreadable: bool = False,
         pin_memory: bool = True,
         seed: int = 0,
+        decode_cache: bool = False,
     ) -> None:
         super().__init__(batch_size, val_batch_size, num_workers, samples_per_epoch, pin_memory, seed)
+        self.decode_cache = decode_cache
         _check_positive_int(scale, "scale")
         _check_positive_int(patch_size, "patch_size")
         if patch_size % scale:
@@ -796,4 +806,5 @@ class ImageSRDataModule(_BaseSRDataModule):
             quantize_lr=self.quantize_lr,
             eval_patch_size=None if training else self.eval_patch_size,
             seed=self.seed,
+            decode_cache=DecodeCache(_decode) if self.decode_cache and training else None,
         )

@@ -1,0 +1,202 @@
+"""Streaming video inference at constant memory: decode -> window of T frames -> SR -> write.
+
+Only the generator's window of ``num_frames`` prepared LR frames is held (each LR frame is
+bicubic-upsampled once, when the generator wants upsampled input, and reused by every window it
+appears in); each SR frame is written (PNG and/or encoded video) as soon as it is made. The
+output equals :func:`salightning.predict.super_resolve_clip` on the whole clip.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor, nn
+
+from salightning.data.video import FrameFolder, VideoFile, reflect_index
+from salightning.tiling import check_tiling, tiled_forward, to_uint8
+
+
+def iter_frames(clip: FrameFolder | VideoFile) -> Iterator[Tensor]:
+    """Decode a clip frame by frame.
+
+    Raises:
+        ValueError: naming the file and the frame, when a frame cannot be decoded or a video
+            ends before the frame count its header promised.
+
+    Shape:
+        - Output: each frame :math:`(3, h, w)`, float32 in [0, 1].
+    """
+    if isinstance(clip, FrameFolder):
+        for index in range(len(clip)):
+            yield clip.read([index])[0]
+        return
+    import av
+
+    index = 0
+    try:
+        with av.open(str(clip.path)) as container:
+            for frame in container.decode(video=0):
+                yield torch.from_numpy(frame.to_ndarray(format="rgb24")).permute(2, 0, 1).float().div_(255.0)
+                index += 1
+    except Exception as err:  # PyAV raises av.error.* for damaged data
+        raise ValueError(f"{clip.path}: cannot decode frame {index} ({type(err).__name__}: {err})") from err
+    if index < len(clip):
+        raise ValueError(f"{clip.path}: cannot decode frame {index}: the file ends after {index} of {len(clip)} frames")
+
+
+def frame_rate(clip: FrameFolder | VideoFile, default: float = 25.0) -> Any:
+    """The clip's average frame rate (a ``Fraction`` for videos), ``default`` for folders of frames."""
+    if isinstance(clip, FrameFolder):
+        return default
+    import av
+
+    with av.open(str(clip.path)) as container:
+        return container.streams.video[0].average_rate or default
+
+
+@torch.no_grad()
+def stream_super_resolve(
+    generator: nn.Module, frames: Iterable[Tensor], length: int, tile: int = 256, overlap: int = 32, tile_batch: int = 4
+) -> Iterator[Tensor]:
+    """Super-resolve a clip frame by frame, holding only the generator's window of frames.
+
+    Frame ``t`` sees the window t-k..t+k (mirrored at the clip's ends, as
+    :func:`salightning.predict.super_resolve_clip`); frame ``t`` is yielded once frame ``t + k``
+    has been read.
+
+    Args:
+        generator: single-image (``num_frames == 1``) or video generator.
+        frames: the LR frames, in order (e.g. :func:`iter_frames`).
+        length: the number of frames ``frames`` yields.
+        tile, overlap, tile_batch: as :func:`salightning.tiling.tiled_forward`.
+
+    Shape:
+        - frames: each :math:`(C, h, w)` in [0, 1].
+        - Output: each :math:`(C, h \\cdot s, w \\cdot s)` in [0, 1], on the generator's device.
+    """
+    from salightning.data.imresize import imresize
+
+    check_tiling(tile, overlap, tile_batch)
+    device = next(generator.parameters()).device
+    num_frames = int(getattr(generator, "num_frames", 1))
+    scale = int(getattr(generator, "scale", 1))
+    upsample = num_frames > 1 and bool(getattr(generator, "input_upsampled", False))
+    k = num_frames // 2
+    window: deque[tuple[int, Tensor]] = deque(maxlen=min(num_frames, max(length, 1)) if num_frames > 1 else 1)
+    source = iter(frames)
+    read = 0
+
+    def pull() -> None:
+        nonlocal read
+        frame = next(source)[None].to(device)
+        if upsample:
+            frame = (imresize(frame, scale).clamp(0, 1) * 255).round() / 255
+        window.append((read, frame[0]))
+        read += 1
+
+    for t in range(length):
+        while read < min(t + k + 1, length):
+            pull()
+        if num_frames == 1:
+            x = window[-1][1][None]
+        else:
+            held = dict(window)
+            x = torch.stack([held[reflect_index(t + d, length)] for d in range(-k, k + 1)])[None]
+        yield tiled_forward(generator, x, tile, overlap, tile_batch).clamp(0, 1)[0]
+
+
+class VideoWriter:
+    """Encode RGB frames one at a time as H.264 (yuv420p, odd rows/columns cropped).
+
+    Args:
+        path: the output file.
+        fps: frame rate (``int`` or ``Fraction``).
+        crf: x264 quality (12 is visually lossless).
+    """
+
+    def __init__(self, path: str | Path, fps: Any = 25, crf: int = 12) -> None:
+        import av
+
+        self.path = Path(path)
+        self._container = av.open(str(self.path), mode="w")
+        self._stream = self._container.add_stream("libx264", rate=fps)
+        self._stream.pix_fmt = "yuv420p"
+        self._stream.options = {"crf": str(crf), "preset": "medium"}
+        self._started = False
+
+    def write(self, frame: np.ndarray) -> None:
+        """Encode one (H, W, 3) uint8 frame."""
+        import av
+
+        h, w = frame.shape[0] - frame.shape[0] % 2, frame.shape[1] - frame.shape[1] % 2
+        if not self._started:
+            self._stream.height, self._stream.width = h, w
+            self._started = True
+        for packet in self._stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame[:h, :w]), format="rgb24")):
+            self._container.mux(packet)
+
+    def close(self) -> None:
+        """Flush the encoder and close the file (what was written stays playable)."""
+        if self._started:
+            for packet in self._stream.encode():
+                self._container.mux(packet)
+        self._container.close()
+
+
+def predict_clip(
+    generator: nn.Module,
+    clip: FrameFolder | VideoFile,
+    frames_dir: Path | None,
+    video_path: Path | None,
+    names: list[str] | None = None,
+    tile: int = 256,
+    overlap: int = 32,
+    tile_batch: int = 4,
+    progress: bool | None = None,
+) -> list[Path]:
+    """Stream a clip through the generator into PNG frames and/or an encoded video.
+
+    Args:
+        generator: single-image or video generator.
+        clip: the LR clip.
+        frames_dir: folder for the SR frames as PNGs (``None``: no PNGs).
+        video_path: the SR video (H.264 at the input's frame rate; ``None``: no video).
+        names: the PNGs' stems (default ``frame_NNNNN``).
+        tile, overlap, tile_batch: as :func:`salightning.tiling.tiled_forward`.
+        progress: show a progress bar with frames/s and ETA (``None``: when stderr is a terminal).
+
+    Returns:
+        the files written. On a frame that cannot be decoded the frames done so far are kept
+        (the video is closed playable) and the ``ValueError`` names the file and the frame.
+    """
+    from tqdm import tqdm
+
+    length = len(clip)
+    names = names or [f"frame_{t:05d}" for t in range(length)]
+    written: list[Path] = []
+    if frames_dir is not None:
+        frames_dir.mkdir(parents=True, exist_ok=True)
+    writer = VideoWriter(video_path, fps=frame_rate(clip)) if video_path is not None else None
+    bar = tqdm(total=length, unit="frame", desc=clip.name, disable=None if progress is None else not progress)
+    try:
+        for t, sr in enumerate(stream_super_resolve(generator, iter_frames(clip), length, tile, overlap, tile_batch)):
+            image = to_uint8(sr).cpu().numpy()
+            if frames_dir is not None:
+                written.append(frames_dir / f"{names[t]}.png")
+                Image.fromarray(image).save(written[-1])
+            if writer is not None:
+                writer.write(image)
+            bar.update(1)
+    finally:
+        bar.close()
+        if writer is not None:
+            writer.close()
+    if video_path is not None:
+        written.append(video_path)
+    return written
