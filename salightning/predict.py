@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from salightning.checkpoint_io import CHECKSUM_KEY, save_atomically, tensor_digest
 from salightning.paths import check_output_not_inside, remove_outputs, resolve_path, write_error
 from salightning.tiling import check_tiling, tiled_forward, tiled_forward_uint8
+from salightning.video_io import ClipDecodeError
 from salightning.weights import load_state_dict_file
 
 
@@ -222,7 +223,8 @@ def predict_path(
     try:
         return _predict_into(generator, src, out, tile, overlap, tile_batch, written)
     except BaseException as err:
-        remove_outputs(written, created)
+        if not isinstance(err, ClipDecodeError):  # a damaged clip keeps the frames made before it
+            remove_outputs(written, created)
         if isinstance(err, OSError) and err.errno is not None:
             raise write_error(err, written[-1] if written else out) from err
         raise
@@ -239,7 +241,7 @@ def _predict_into(generator: nn.Module, src: Path, out: Path, tile: int, overlap
     out.mkdir(parents=True, exist_ok=True)
     if src.is_file() and src.suffix.lower() in VIDEO_EXTENSIONS:
         return predict_clip(
-            generator, VideoFile(src), out / src.stem, out / f"{src.stem}_sr.mp4", tile=tile, overlap=overlap, tile_batch=tile_batch
+            generator, VideoFile(src), out / src.stem, out / f"{src.stem}_sr.mp4", tile=tile, overlap=overlap, tile_batch=tile_batch, written=written
         )
     if src.is_file():
         if src.suffix.lower() not in IMAGE_EXTENSIONS:
@@ -250,7 +252,9 @@ def _predict_into(generator: nn.Module, src: Path, out: Path, tile: int, overlap
     elif video_model:
         clip = FrameFolder(src, option="--input")
         names = [frame.stem for frame in clip.frames]
-        return predict_clip(generator, clip, out / resolve_path(src, "--input").name, None, names, tile=tile, overlap=overlap, tile_batch=tile_batch)
+        return predict_clip(
+            generator, clip, out / resolve_path(src, "--input").name, None, names, tile=tile, overlap=overlap, tile_batch=tile_batch, written=written
+        )
     else:
         files = list_images(src, option="--input")
         stems = Counter(p.stem for p in files)

@@ -22,19 +22,28 @@ from salightning.data.video import FrameFolder, VideoFile, reflect_index
 from salightning.tiling import check_tiling, tiled_forward, to_uint8
 
 
+class ClipDecodeError(ValueError):
+    """A frame of a clip could not be decoded; the message names the file and the frame. The SR
+    frames written before it are kept (unlike a disk error, after which nothing is left)."""
+
+
 def iter_frames(clip: FrameFolder | VideoFile) -> Iterator[Tensor]:
     """Decode a clip frame by frame.
 
     Raises:
-        ValueError: naming the file and the frame, when a frame cannot be decoded or a video
-            ends before the frame count its header promised.
+        ClipDecodeError: naming the file and the frame, when a frame cannot be decoded or a
+            video ends before the frame count its header promised.
 
     Shape:
         - Output: each frame :math:`(3, h, w)`, float32 in [0, 1].
     """
     if isinstance(clip, FrameFolder):
         for index in range(len(clip)):
-            yield clip.read([index])[0]
+            try:
+                frame = clip.read([index])[0]
+            except ValueError as err:
+                raise ClipDecodeError(str(err)) from err
+            yield frame
         return
     import av
 
@@ -45,9 +54,9 @@ def iter_frames(clip: FrameFolder | VideoFile) -> Iterator[Tensor]:
                 yield torch.from_numpy(frame.to_ndarray(format="rgb24")).permute(2, 0, 1).float().div_(255.0)
                 index += 1
     except Exception as err:  # PyAV raises av.error.* for damaged data
-        raise ValueError(f"{clip.path}: cannot decode frame {index} ({type(err).__name__}: {err})") from err
+        raise ClipDecodeError(f"{clip.path}: cannot decode frame {index} ({type(err).__name__}: {err})") from err
     if index < len(clip):
-        raise ValueError(f"{clip.path}: cannot decode frame {index}: the file ends after {index} of {len(clip)} frames")
+        raise ClipDecodeError(f"{clip.path}: cannot decode frame {index}: the file ends after {index} of {len(clip)} frames")
 
 
 def frame_rate(clip: FrameFolder | VideoFile, default: float = 25.0) -> Any:
@@ -159,6 +168,7 @@ def predict_clip(
     overlap: int = 32,
     tile_batch: int = 4,
     progress: bool | None = None,
+    written: list[Path] | None = None,
 ) -> list[Path]:
     """Stream a clip through the generator into PNG frames and/or an encoded video.
 
@@ -170,18 +180,22 @@ def predict_clip(
         names: the PNGs' stems (default ``frame_NNNNN``).
         tile, overlap, tile_batch: as :func:`salightning.tiling.tiled_forward`.
         progress: show a progress bar with frames/s and ETA (``None``: when stderr is a terminal).
+        written: a list each file is appended to before it is written (default: a new one), so
+            that a caller can remove them after a disk error.
 
     Returns:
         the files written. On a frame that cannot be decoded the frames done so far are kept
-        (the video is closed playable) and the ``ValueError`` names the file and the frame.
+        (the video is closed playable) and the :class:`ClipDecodeError` names the file and the frame.
     """
     from tqdm import tqdm
 
     length = len(clip)
     names = names or [f"frame_{t:05d}" for t in range(length)]
-    written: list[Path] = []
+    written = [] if written is None else written
     if frames_dir is not None:
         frames_dir.mkdir(parents=True, exist_ok=True)
+    if video_path is not None:
+        written.append(video_path)
     writer = VideoWriter(video_path, fps=frame_rate(clip)) if video_path is not None else None
     bar = tqdm(total=length, unit="frame", desc=clip.name, disable=None if progress is None else not progress)
     try:
@@ -197,6 +211,4 @@ def predict_clip(
         bar.close()
         if writer is not None:
             writer.close()
-    if video_path is not None:
-        written.append(video_path)
     return written

@@ -314,26 +314,28 @@ def test_export_to_a_full_disk_names_the_file_and_leaves_nothing(image_ckpt, tmp
 
 
 def _full_disk_after(count: int):
-    """A ``save_image`` that writes ``count`` PNGs, then half a file and ENOSPC."""
-    from torchvision.utils import save_image
+    """A ``PIL.Image.Image.save`` (how predict writes PNGs) that writes ``count`` files, then half
+    a file and ENOSPC."""
+    from PIL import Image
 
+    real_save = Image.Image.save
     calls = {"n": 0}
 
-    def save(image, path, *args, **kwargs):
+    def save(self, fp, *args, **kwargs):
         calls["n"] += 1
         if calls["n"] > count:
-            Path(path).write_bytes(b"\x89PNG\r\n\x1a\n")
+            Path(fp).write_bytes(b"\x89PNG\r\n\x1a\n")
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return save_image(image, path, *args, **kwargs)
+        return real_save(self, fp, *args, **kwargs)
 
     return save
 
 
 @pytest.mark.parametrize("ckpt", ["image_ckpt", "video_ckpt"])
 def test_predict_to_a_full_disk_names_the_file_and_leaves_nothing(ckpt, clip, tmp_path, monkeypatch, capsys, request):
-    import torchvision.utils
+    from PIL import Image
 
-    monkeypatch.setattr(torchvision.utils, "save_image", _full_disk_after(2))
+    monkeypatch.setattr(Image.Image, "save", _full_disk_after(2))
     before = tree_digest(clip)
     out = tmp_path / "results" / "sr"
     code, _, err = run_main(["predict", "--ckpt_path", request.getfixturevalue(ckpt), "--input", clip, "--output", out], capsys)
