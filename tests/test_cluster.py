@@ -82,7 +82,7 @@ def reduced_args(name: str, vgg_file: Path) -> list[str]:
     for key in splits:
         if key in data["init_args"]:
             args += [f"--data.init_args.{key}", "null"]
-    patch = 32 if model.get("discriminator") or name != "quickstart" else 32
+    patch = 32  # the discriminators' input size below
     args += ["--data.init_args.patch_size", patch, "--data.init_args.batch_size", "2", "--data.init_args.samples_per_epoch", "8",
              "--data.init_args.eval_patch_size", patch, "--data.init_args.num_workers", "1"]
     if name == "quickstart":
