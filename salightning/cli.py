@@ -32,6 +32,7 @@ from pytorch_lightning.cli import LightningCLI, SaveConfigCallback
 
 from salightning.callbacks import LastCheckpoint
 from salightning.checkpoint_io import NonFiniteCheckpointError, SafeCheckpointIO, load_checkpoint_file
+from salightning.paths import check_output_not_inside
 from salightning.module import SRGANModule, TrainingDiverged
 from salightning.predict import check_trusted_classes, class_paths
 from salightning.runs import RUN_DIR_ENV, RunLock, choose_run_dir, is_global_rank_zero
@@ -133,6 +134,8 @@ class SALightningCLI(LightningCLI):
         """Point every output of this command into its own run folder (see :mod:`salightning.runs`)."""
         trainer = config.trainer
         root = Path(trainer.get("default_root_dir") or "runs/salightning")
+        inputs = _input_paths(config)
+        check_output_not_inside(inputs, os.environ.get(RUN_DIR_ENV) or root, "--trainer.default_root_dir")
         if self.subcommand == "fit":
             run_dir = choose_run_dir(root, config.get("ckpt_path"))
             if is_global_rank_zero() and not os.environ.get(RUN_DIR_ENV):
@@ -144,6 +147,9 @@ class SALightningCLI(LightningCLI):
         for callback in trainer.get("callbacks") or []:
             if _is_subclass(callback, "pytorch_lightning.callbacks.ModelCheckpoint") and callback.init_args.get("dirpath") is None:
                 callback.init_args.dirpath = str(run_dir / "checkpoints")
+            for option in ("dirpath", "save_dir"):
+                if (callback.get("init_args") or Namespace()).get(option):
+                    check_output_not_inside(inputs, callback.init_args[option], f"{callback.class_path.rpartition('.')[2]} {option}")
         if trainer.get("logger") is False:
             return
         loggers = trainer.logger if isinstance(trainer.get("logger"), list) else [trainer.logger] if isinstance(trainer.get("logger"), Namespace) else []
@@ -151,6 +157,7 @@ class SALightningCLI(LightningCLI):
             if logger.init_args.get("save_dir") is None:
                 wandb = _is_subclass(logger, "pytorch_lightning.loggers.WandbLogger")
                 logger.init_args.save_dir = os.environ["WANDB_DIR"] if wandb and os.environ.get("WANDB_DIR") else str(run_dir)
+            check_output_not_inside(inputs, logger.init_args.save_dir, f"{logger.class_path.rpartition('.')[2]} save_dir")
         if not any(_is_subclass(lg, "pytorch_lightning.loggers.CSVLogger") for lg in loggers):
             # A local metrics file beside any tracker, one folder per command (a resumed run keeps the
             # earlier metrics.csv); first, so that trainer.log_dir (config.yaml) is that folder too.
@@ -198,6 +205,17 @@ class SALightningCLI(LightningCLI):
             raise ValueError(
                 f"scale mismatch: model.generator.scale={model_scale} but data.scale={data_scale}; set both to the same factor"
             )
+        # Image datamodules have no num_frames: their samples are single frames.
+        model_frames = getattr(self.model.generator, "num_frames", None)
+        data_frames = getattr(self.datamodule, "num_frames", 1) if self.datamodule is not None else None
+        if model_frames is not None and data_frames is not None and int(model_frames) != int(data_frames):
+            generator = type(self.model.generator).__name__
+            data = type(self.datamodule).__name__
+            raise ValueError(
+                f"frames mismatch: model.generator ({generator}) takes {model_frames} frame(s) per sample but "
+                f"data ({data}) gives {data_frames}; use a video datamodule with num_frames={model_frames} "
+                "for a video generator, an image datamodule for an image generator"
+            )
 
     def before_fit(self) -> None:
         self._check_scales()
@@ -228,6 +246,25 @@ class SALightningCLI(LightningCLI):
 
     def before_test(self) -> None:
         self._check_scales()
+
+
+# Options of the shipped datamodules and of the module that name files or folders to read.
+DATA_INPUT_OPTIONS = ("train", "val", "test", "train_hr", "train_lr", "val_hr", "val_lr", "test_hr", "test_lr")
+
+
+def _input_paths(config: Namespace) -> list[str]:
+    """The data folders, the pretrained generator and the checkpoint a command reads, as given
+    (``package:`` files excluded: they are inside salightning)."""
+    found: list[str] = []
+    data = config.get("data")
+    init_args = (data.get("init_args") if isinstance(data, Namespace) else None) or Namespace()
+    for option in DATA_INPUT_OPTIONS:
+        value = init_args.get(option)
+        found += [str(v) for v in (value if isinstance(value, list) else [value]) if v]
+    for value in (config.model.get("pretrained_generator"), config.get("ckpt_path")):
+        if value and value != "last" and not str(value).startswith("package:"):
+            found.append(str(value))
+    return found
 
 
 def _is_subclass(node: Any, class_path: str) -> bool:
@@ -346,18 +383,25 @@ def _has_config(argv: list[str]) -> bool:
 
 
 def _check_config_files(argv: list[str]) -> None:
-    """Raise ValueError naming a ``--config`` file that is not valid YAML (jsonargparse's message
-    names no file)."""
+    """Raise ValueError naming a ``--config`` file that is not a YAML mapping (jsonargparse's
+    messages name no file: "Unexpected config:", a bare codec error)."""
     import yaml
 
     paths = [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg in ("--config", "-c")]
     paths += [arg.partition("=")[2] for arg in argv if arg.startswith("--config=")]
     for path in paths:
-        if Path(path).is_file():
-            try:
-                yaml.safe_load(Path(path).read_text())
-            except yaml.YAMLError as err:
-                raise ValueError(f"--config {path}: not valid YAML: {err}") from None
+        if not Path(path).is_file():
+            continue
+        try:
+            settings = yaml.safe_load(Path(path).read_bytes().decode("utf-8"))
+        except UnicodeDecodeError as err:
+            raise ValueError(f"--config {path}: not UTF-8 text (byte {err.start}): save it as UTF-8 YAML") from None
+        except yaml.YAMLError as err:
+            raise ValueError(f"--config {path}: not valid YAML: {err}") from None
+        if settings is None:
+            raise ValueError(f"--config {path}: the file is empty; it must be a YAML mapping of settings (see configs/)")
+        if not isinstance(settings, dict):
+            raise ValueError(f"--config {path}: expected a YAML mapping of settings, got a {type(settings).__name__}")
 
 
 def main(argv: list[str] | None = None) -> None:

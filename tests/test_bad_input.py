@@ -185,6 +185,50 @@ def _(u):
     return fit(u, config=path), ["malformed.yaml"]
 
 
+@case("config-not-utf8")
+def _(u):
+    path = u.path("configs", "latin1.yaml")
+    path.write_bytes("# r\xe9glages\nmodel: {}\n".encode("latin-1"))
+    return fit(u, config=path), ["latin1.yaml", "UTF-8"]
+
+
+@case("empty-config")
+def _(u):
+    path = u.path("configs", "empty.yaml")
+    path.write_text("")
+    return fit(u, config=path), ["empty.yaml", "empty"]
+
+
+@case("config-not-a-mapping")
+def _(u):
+    path = u.path("configs", "a_list.yaml")
+    path.write_text("- model\n- trainer\n")
+    return fit(u, config=path), ["a_list.yaml", "mapping"]
+
+
+@case("run-folder-inside-the-training-data")
+def _(u):
+    train = yaml.safe_load(u.config.read_text())["data"]["init_args"]["train_hr"]
+    return fit(u, "--trainer.default_root_dir", Path(train) / "runs"), ["default_root_dir", "is on or inside the input"]
+
+
+@case("checkpoint-folder-inside-the-validation-data")
+def _(u):
+    def edit(c):
+        val = c["data"]["init_args"]["val_hr"]
+        c["trainer"]["callbacks"] = [{"class_path": "pytorch_lightning.callbacks.ModelCheckpoint", "init_args": {"dirpath": f"{val}/../{Path(val).name}/ckpts"}}]
+
+    return fit(u, config=u.variant("ckpt_in_val", edit)), ["ModelCheckpoint dirpath", "is on or inside the input"]
+
+
+@case("logger-folder-is-the-training-data")
+def _(u):
+    def edit(c):
+        c["trainer"]["logger"] = {"class_path": "pytorch_lightning.loggers.CSVLogger", "init_args": {"save_dir": c["data"]["init_args"]["train_hr"]}}
+
+    return fit(u, config=u.variant("logger_in_train", edit)), ["CSVLogger save_dir", "is on or inside the input"]
+
+
 @case("unknown-class")
 def _(u):
     return fit(u, "--model.generator.class_path", "salightning.models.NoSuchNet"), ["NoSuchNet"]
@@ -316,8 +360,21 @@ def _(u):
 
 @case("model-and-data-num-frames-differ")
 def _(u):
-    # caught by the generator's input check at the first (sanity-check) batch
-    return fit(u, "--data.init_args.num_frames", "5", config=u.video_config), ["num_frames=3", "got shape (1, 5,"]
+    return fit(u, "--data.init_args.num_frames", "5", config=u.video_config), ["num_frames=3", "gives 5"]
+
+
+@case("video-generator-with-image-data")
+def _(u):
+    image_data = yaml.safe_load(u.config.read_text())["data"]
+    config = u.variant("video_model_image_data", lambda c: c.update(data=image_data), video=True)
+    return fit(u, config=config), ["VSRResNet", "ImageSRDataModule", "num_frames=3"]
+
+
+@case("image-generator-with-video-data")
+def _(u):
+    video_data = yaml.safe_load(u.video_config.read_text())["data"]
+    config = u.variant("image_model_video_data", lambda c: c.update(data=video_data))
+    return fit(u, config=config), ["RRDBNet", "VideoSRDataModule", "gives 3"]
 
 
 # -- checkpoints --
