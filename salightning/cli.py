@@ -1,13 +1,12 @@
-"""The ``salightning`` command: LightningCLI for fit / validate / test, plus tiled ``predict``.
+"""The ``salightning`` command: LightningCLI for fit / validate / test; evaluate, predict and export.
 
     salightning fit --config configs/quickstart.yaml
     salightning fit --config configs/sa_esrgan_lv.yaml --trainer.devices 4
     salightning predict --ckpt_path run/checkpoints/best.ckpt --input photo.png --output out/
-    salightning test --ckpt_path a.ckpt b.ckpt --test_sets Set14=data/Set14 Vid4=data/Vid4   # the paper's table
-    salightning test --config configs/sa_esrgan_lv.yaml --ckpt_path best.ckpt             # LightningCLI's test loop
+    salightning evaluate --ckpt_path a.ckpt b.ckpt --test_sets Set14=data/Set14 Vid4=data/Vid4   # the paper's table
+    salightning test --config configs/sa_esrgan_lv.yaml --ckpt_path best.ckpt                 # LightningCLI's test loop
 
-``salightning test`` without ``--config`` (or ``salightning evaluate``) evaluates checkpoints on
-test sets like the paper's tables; with ``--config`` it is LightningCLI's test subcommand.
+``salightning --help`` lists the commands; each has its own ``--help``.
 
 Networks, losses, edge extractors and optimisers are chosen in the config by ``class_path``,
 so a user's own generator trains with the SA loss without touching the library.
@@ -59,9 +58,8 @@ _CLUSTER_VARIABLES = ("SLURM_NTASKS", "WORLD_SIZE", "LSB_JOBID", "OMPI_COMM_WORL
 
 
 _DESCRIPTION = (
-    "GAN super-resolution with spatially adaptive losses. fit / validate / test take --config files "
-    "and dotted overrides; `salightning predict --help`: super-resolve images, folders and videos "
-    "with a checkpoint (tiled); `salightning export --help`: a checkpoint's generator as plain weights."
+    "GAN super-resolution with spatially adaptive losses: train with --config files and dotted overrides, "
+    "evaluate like the paper, predict, export."
 )
 
 
@@ -382,6 +380,63 @@ def _has_config(argv: list[str]) -> bool:
     return any(a == "--config" or a.startswith("--config=") or a in ("-c", "--help", "-h") for a in argv)
 
 
+#: The commands of ``salightning``: LightningCLI's loops, then salightning's own.
+COMMANDS = {
+    "fit": "train a model: stage 1 (PSNR) or stage 2 (GAN) from --config files and dotted overrides",
+    "validate": "run a config's validation set through a model (LightningCLI)",
+    "test": "run a config's test set through a model (LightningCLI); needs --config",
+    "evaluate": "the paper's table for checkpoints x test sets: PSNR/SSIM/LPIPS, edge/flat PSNR, bicubic row",
+    "predict": "super-resolve an image, a folder of images or a video with a checkpoint or an export (tiled)",
+    "export": "write a checkpoint's generator as a state dict, safetensors or ONNX",
+}
+LIGHTNING_COMMANDS = ("fit", "validate", "test")
+
+
+def _print_commands(file: Any = None) -> None:
+    """``salightning --help``: one line per command (each has its own ``--help``)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="salightning", description=_DESCRIPTION)
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND", description="`salightning COMMAND --help` for its options")
+    for name, help_text in COMMANDS.items():
+        commands.add_parser(name, help=help_text, add_help=False)
+    parser.print_help(file)
+
+
+def _run_command(argv: list[str], from_command_line: bool) -> None:
+    command = argv[0] if argv else None
+    if command in (None, "-h", "--help"):
+        _print_commands()
+        if command is None:
+            raise SystemExit(2)
+        return
+    if command == "--version":
+        import salightning
+
+        print(f"salightning {salightning.__version__}")
+        return
+    if command == "predict":
+        _predict_main(argv[1:])
+    elif command == "export":
+        _export_main(argv[1:])
+    elif command == "evaluate":
+        from salightning.evaluate import main as evaluate_main
+
+        evaluate_main(argv[1:])
+    elif command in LIGHTNING_COMMANDS:
+        if command == "test" and not _has_config(argv):
+            raise ValueError(
+                "salightning test runs the test set of a --config through its model (LightningCLI); to evaluate "
+                "checkpoints on test sets without a config, use `salightning evaluate --ckpt_path ... --test_sets ...`"
+            )
+        _check_config_files(argv)
+        # LightningCLI warns when given `args` that repeat sys.argv: let it read sys.argv itself.
+        SALightningCLI(args=None if from_command_line else argv)
+    else:
+        raise ValueError(f"unknown command {command!r}; choose one of {', '.join(COMMANDS)} (`salightning --help`)")
+
+
 def _check_config_files(argv: list[str]) -> None:
     """Raise ValueError naming a ``--config`` file that is not a YAML mapping (jsonargparse's
     messages name no file: "Unexpected config:", a bare codec error)."""
@@ -409,18 +464,7 @@ def main(argv: list[str] | None = None) -> None:
     from_command_line = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        if argv and argv[0] == "predict":
-            _predict_main(argv[1:])
-        elif argv and argv[0] == "export":
-            _export_main(argv[1:])
-        elif argv and (argv[0] == "evaluate" or (argv[0] == "test" and not _has_config(argv))):
-            from salightning.evaluate import _evaluate_main
-
-            _evaluate_main(argv[1:])
-        else:
-            _check_config_files(argv)
-            # LightningCLI warns when given `args` that repeat sys.argv: let it read sys.argv itself.
-            SALightningCLI(args=None if from_command_line else argv)
+        _run_command(argv, from_command_line)
     except USER_ERRORS as err:
         print(f"salightning: error: {err}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -7,7 +7,7 @@
   group per test set) as Markdown and CSV;
 * :func:`comparison_figure`: GT | LR | bicubic | model A | model B ... crops with the crop's
   metrics under each, as a PNG (also logged to W&B when a run is active);
-* ``salightning evaluate`` (:func:`_evaluate_main`): the same from the command line.
+* ``salightning evaluate`` (:func:`main`): the same from the command line.
 
 How the numbers are made (what the notes of every table repeat):
 
@@ -745,7 +745,7 @@ def _find_compare_image(name: str, test_sets: Mapping[str, TestSetSpec]) -> Path
     raise FileNotFoundError(f"--compare: no image named {name!r} in the image test sets {list(test_sets)}")
 
 
-def _evaluate_main(argv: list[str]) -> None:
+def main(argv: list[str]) -> None:
     """``salightning evaluate``: print the paper's table and write results.md / results.csv."""
     from jsonargparse import ArgumentParser
 

@@ -187,15 +187,25 @@ def test_config_parses_and_prints_a_rerunnable_config(config, capsys, tmp_path):
     assert yaml.safe_load(again) == printed
 
 
-def test_help_lists_the_commands(capsys):
+def test_help_lists_every_command_and_each_has_its_own_help(capsys):
     code, out, _ = run_main(["--help"], capsys)
     assert code == 0
     assert out.startswith("usage: salightning")
-    text = " ".join(out.split())  # the help is wrapped to the terminal width
-    for word in ("{fit,validate,test}", "salightning predict --help", "salightning export --help"):
-        assert word in text
-    code, out, _ = run_main(["predict", "--help"], capsys)
-    assert code == 0 and "--tile_overlap" in out
+    listed = {line.split()[0] for line in out.splitlines() if line.startswith("    ") and line.split()}
+    assert {"fit", "validate", "test", "evaluate", "predict", "export"} <= listed
+    for command, option in (("fit", "--config"), ("validate", "--ckpt_path"), ("test", "--ckpt_path"),
+                            ("evaluate", "--test_sets"), ("predict", "--tile_overlap"), ("export", "--format")):
+        code, out, err = run_main([command, "--help"], capsys)
+        assert code == 0, err
+        assert out.startswith("usage: salightning") and f" {command} " in out.splitlines()[0] + " ", out[:200]
+        assert option in out
+
+
+def test_an_unknown_command_and_test_without_config_are_named(capsys):
+    code, _, err = run_main(["tset"], capsys)
+    assert code == 2 and "unknown command 'tset'" in err and "evaluate" in err
+    code, _, err = run_main(["test", "--ckpt_path", "a.ckpt"], capsys)
+    assert code == 2 and "salightning evaluate" in err and "Traceback" not in err
 
 
 @pytest.mark.slow

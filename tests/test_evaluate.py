@@ -22,7 +22,7 @@ from salightning.evaluate import (
     FIGURE_PADDING,
     EvaluationResults,
     _default_test_sets,
-    _evaluate_main,
+    main as evaluate_main,
     comparison_figure,
     evaluate_checkpoints,
     format_table,
@@ -282,7 +282,7 @@ def test_comparison_figure(files, monkeypatch, tmp_path):
 
 def test_cli_writes_tables_and_figure(files, tmp_path, capsys, no_torch_cache):
     out = tmp_path / "eval"
-    _evaluate_main(
+    evaluate_main(
         [
             "--ckpt_path", f"first={files['a']}", str(files["b"]),
             "--test_sets", f"mine={files['crops']}",

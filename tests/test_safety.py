@@ -95,7 +95,7 @@ def test_predict_still_writes_next_to_the_input(image_ckpt, clip, tmp_path, caps
 
 def test_evaluate_refuses_an_output_inside_a_test_set(image_ckpt, clip, capsys):
     before = tree_digest(clip)
-    argv = ["test", "--ckpt_path", image_ckpt, "--test_sets", f"clip={clip}", "--output", clip, "--lpips", "none"]
+    argv = ["evaluate", "--ckpt_path", image_ckpt, "--test_sets", f"clip={clip}", "--output", clip, "--lpips", "none"]
     code, _, err = run_main(argv, capsys)
     assert_one_message(code, err, "--output", str(clip))
     assert tree_digest(clip) == before
@@ -242,7 +242,7 @@ def test_a_checkpoint_cannot_import_a_module_that_is_not_trusted(user_module_ckp
     argv = {
         "predict": ["predict", "--ckpt_path", user_module_ckpt, "--input", clip, "--output", tmp_path / "o"],
         "export": ["export", "--ckpt_path", user_module_ckpt, "--output", tmp_path / "o.pth"],
-        "test": ["test", "--ckpt_path", user_module_ckpt, "--test_sets", f"clip={clip}", "--output", tmp_path / "o", "--lpips", "none"],
+        "test": ["evaluate", "--ckpt_path", user_module_ckpt, "--test_sets", f"clip={clip}", "--output", tmp_path / "o", "--lpips", "none"],
     }[command]
     before = tree_digest(clip, user_module_ckpt)
     code, _, err = run_main(argv, capsys)
@@ -356,7 +356,7 @@ def test_test_on_a_read_only_disk_names_the_file_and_leaves_no_empty_folder(imag
 
     monkeypatch.setattr(Path, "write_text", write_text)
     out = tmp_path / "evaluation"
-    argv = ["test", "--ckpt_path", image_ckpt, "--test_sets", f"set={tmp_path / 'set'}", "--output", out, "--lpips", "none"]
+    argv = ["evaluate", "--ckpt_path", image_ckpt, "--test_sets", f"set={tmp_path / 'set'}", "--output", out, "--lpips", "none"]
     code, _, err = run_main(argv, capsys)
     assert_one_message(code, err, str(out / "results.csv"), "EROFS")
     assert not out.exists()
@@ -427,6 +427,26 @@ def test_an_animated_gif_is_refused_by_name(photos, tmp_path):
     with pytest.raises(ValueError, match=r"animated image \(2 frames\)") as err:
         read_image(path)
     assert str(path) in str(err.value)
+
+
+def test_an_animated_gif_given_as_a_clip_is_read_frame_by_frame(photos, tmp_path):
+    """As video input (a clip), a GIF gives every frame, exactly as Pillow composes them."""
+    import numpy as np
+    from PIL import Image, ImageSequence
+
+    from salightning.data import VideoFile
+
+    photo = _photo_uint8(photos)
+    path = tmp_path / "pan.gif"
+    frames = [Image.fromarray(np.roll(photo, 3 * t, axis=1)) for t in range(6)]
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=40)
+    clip = VideoFile(path)
+    assert len(clip) == 6
+    got = (clip.read(list(range(6))) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    with Image.open(path) as gif:
+        want = np.stack([np.asarray(f.convert("RGB")) for f in ImageSequence.Iterator(gif)])
+    np.testing.assert_array_equal(got, want)
+    assert len({f.tobytes() for f in got}) == 6  # six distinct frames, not one repeated
 
 
 def test_a_run_whose_weights_turn_nan_stops_and_keeps_the_last_good_checkpoint(tmp_path, patch_loaders):
