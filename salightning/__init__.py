@@ -1,8 +1,66 @@
 """salightning: PyTorch Lightning modules for GAN super-resolution with spatially adaptive losses.
 
-Sub-packages are imported on demand (``salightning.edges``, ``salightning.losses``,
-``salightning.models``, ``salightning.data``, ``salightning.metrics``) so that
-``import salightning`` stays cheap.
+The public API is importable from the top and loaded on first use, so ``import salightning``
+stays cheap (no torch import until a name is touched)::
+
+    import salightning
+    module = salightning.SRGANModule(generator=salightning.RRDBNet(scale=4), ...)
+
+Sub-packages: ``salightning.edges`` (W(x)), ``salightning.losses``, ``salightning.models``,
+``salightning.data``, ``salightning.metrics``, ``salightning.callbacks``.
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 __version__ = "0.1.0"
+
+#: public name -> the module that defines it (imported on first access).
+_PUBLIC = {
+    "SRGANModule": "salightning.module",
+    "TrainingDiverged": "salightning.module",
+    "SAPixelLoss": "salightning.losses",
+    "PerceptualLoss": "salightning.losses",
+    "SAPerceptualLoss": "salightning.losses",
+    "DCTPerceptualLoss": "salightning.losses",
+    "AdversarialLoss": "salightning.losses",
+    "EdgeExtractor": "salightning.edges",
+    "LocalVariance": "salightning.edges",
+    "Canny": "salightning.edges",
+    "SobelMagnitude": "salightning.edges",
+    "local_variance": "salightning.edges",
+    "canny": "salightning.edges",
+    "RRDBNet": "salightning.models",
+    "SRResNet": "salightning.models",
+    "VSRResNet": "salightning.models",
+    "VGGStyleDiscriminator": "salightning.models",
+    "SRGANDiscriminator": "salightning.models",
+    "VSRResFeatGANDiscriminator": "salightning.models",
+    "load_pretrained": "salightning.models",
+    "ImageSRDataModule": "salightning.data",
+    "VideoSRDataModule": "salightning.data",
+    "imresize": "salightning.data",
+    "SRMetrics": "salightning.metrics",
+    "psnr": "salightning.metrics",
+    "ssim": "salightning.metrics",
+    "LPIPS": "salightning.metrics",
+    "evaluate_checkpoints": "salightning.evaluate",
+    "load_generator": "salightning.predict",
+    "predict_path": "salightning.predict",
+}
+
+__all__ = ["__version__", *_PUBLIC]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'salightning' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_PUBLIC[name]), name)
+    globals()[name] = value  # later accesses skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_PUBLIC))

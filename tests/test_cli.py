@@ -560,3 +560,22 @@ def test_predict_refuses_inputs_that_would_share_an_output(capsys, image_checkpo
     code, _, err = run_main(["predict", "--ckpt_path", image_checkpoint, "--input", lr_photo_dir, "--output", tmp_path / "o"], capsys)
     assert_one_message(code, err, "chelsea.bmp", "chelsea.png")
     assert not list((tmp_path / "o").glob("*.png"))
+
+
+def test_the_public_api_imports_from_the_top_lazily():
+    code = (
+        "import sys, salightning\n"
+        "assert 'torch' not in sys.modules, 'import salightning imported torch'\n"
+        "for name in salightning.__all__:\n"
+        "    assert getattr(salightning, name) is not None, name\n"
+        "from salightning import SRGANModule, SAPixelLoss, LocalVariance, Canny, RRDBNet, ImageSRDataModule\n"
+        "assert SRGANModule.__module__.startswith('salightning.') and RRDBNet(scale=4).scale == 4\n"
+        "try:\n"
+        "    salightning.NoSuchThing\n"
+        "except AttributeError as err:\n"
+        "    assert 'NoSuchThing' in str(err)\n"
+        "else:\n"
+        "    raise AssertionError('no AttributeError')\n"
+    )
+    result = run_in_group([sys.executable, "-c", code], text=True, cwd=REPO, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
