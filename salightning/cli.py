@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 import signal
 import sys
 from pathlib import Path
@@ -466,5 +467,21 @@ def main(argv: list[str] | None = None) -> None:
     try:
         _run_command(argv, from_command_line)
     except USER_ERRORS as err:
-        print(f"salightning: error: {err}", file=sys.stderr)
+        print(f"salightning: error: {reduce_union_error(str(err))}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def reduce_union_error(message: str) -> str:
+    """jsonargparse's "Does not validate against any of the Union subtypes" lists one error per
+    subtype (``Module | None`` gives "Expected a <class 'NoneType'>"); keep the one that matters,
+    with the class it came from."""
+    if "Does not validate against any of the Union subtypes" not in message or "Errors:" not in message:
+        return message
+    body = message.split("Errors:", 1)[1].split("\nGiven value type:", 1)[0]
+    errors = [e.strip() for e in re.split(r"\n  - ", "\n" + body.strip("\n")) if e.strip()]
+    meaningful = [e for e in errors if not e.startswith("Expected a ")]
+    if len(meaningful) != 1:
+        return message
+    found = re.search(r"class_path='([\w.]+)'", message)
+    where = f"{found.group(1)}: " if found else ""
+    return where + "\n".join(line[4:] if line.startswith("    ") else line for line in meaningful[0].splitlines())

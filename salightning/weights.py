@@ -33,13 +33,15 @@ def torchvision_cache_dir() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints"
 
 
-def resolve_weights(arch: str, path: str | os.PathLike | None = None, *, option: str = "weights_path") -> Path:
+def resolve_weights(arch: str, path: str | os.PathLike | None = None, *, option: str = "weights_path", flag: str | None = None) -> Path:
     """Return the weights file of torchvision backbone ``arch`` (a key of ``TORCHVISION_FILES``).
 
     Args:
         arch: backbone name, e.g. ``"vgg19"``.
         path: a file the user named; when given it must exist.
         option: the name of the user-facing option that takes ``path``, quoted in errors.
+        flag: the command-line flag that sets it in a config, quoted too (e.g.
+            ``--model.perceptual_loss.init_args.weights``).
 
     Raises:
         MissingWeightsError: naming the expected file and both ways to provide it.
@@ -61,7 +63,7 @@ def resolve_weights(arch: str, path: str | os.PathLike | None = None, *, option:
         f"  1. put {filename} in torchvision's cache: {cached}\n"
         f"     (on a machine with internet: python -c \"import torchvision; torchvision.models.{arch}(weights='DEFAULT')\",\n"
         f"      then copy the file; set TORCH_HOME to use another cache folder), or\n"
-        f"  2. name the file with the {option} option."
+        f"  2. name the file with the {option} option" + (f" ({flag} on the command line)." if flag else ".")
     )
 
 

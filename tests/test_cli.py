@@ -579,3 +579,14 @@ def test_the_public_api_imports_from_the_top_lazily():
     )
     result = run_in_group([sys.executable, "-c", code], text=True, cwd=REPO, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_missing_vgg_weights_in_a_shipped_config_is_one_message_with_the_flag(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty_torch_home"))
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_main(["fit", "--config", REPO / "configs" / "sa_esrgan_lv.yaml", "--trainer.accelerator", "cpu"], capsys)
+    assert code == 2, err[-2000:]
+    assert "salightning.losses.PerceptualLoss: The vgg19 ImageNet weights are needed" in err
+    assert "--model.perceptual_loss.init_args.weights" in err and "vgg19-dcbb9e9d.pth" in err
+    assert "Union subtypes" not in err and "NoneType" not in err and "Traceback" not in err

@@ -67,7 +67,7 @@ def _load_vgg19_features(num_layers: int, weights: str) -> nn.Sequential:
                 nn.init.kaiming_normal_(layer.weight, mode="fan_out", nonlinearity="relu")
                 nn.init.zeros_(layer.bias)
     else:
-        path = resolve_weights("vgg19", None if weights == "imagenet" else weights, option="weights")
+        path = resolve_weights("vgg19", None if weights == "imagenet" else weights, option="weights", flag="--model.perceptual_loss.init_args.weights")
         state = load_state_dict_file(path)
         # torchvision's file holds the whole network ("features.0.weight", "classifier...");
         # a features-only state dict ("0.weight") is accepted too.
