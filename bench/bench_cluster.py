@@ -96,7 +96,7 @@ def lost_by_kill(root: Path, kill_at: int, every: int | None, batches: int) -> i
     rc = _run(args, root)
     if rc != -signal.SIGKILL:
         raise RuntimeError(f"expected the run to be killed, rc {rc}; see {root / 'bench.log'}")
-    from salightning.checkpoint_io import load_checkpoint_file
+    from salightning.checkpoints import load_checkpoint_file
 
     lasts = sorted((root / "exp").glob("*/checkpoints/last*.ckpt"), key=lambda p: p.stat().st_mtime)
     saved = load_checkpoint_file(lasts[-1])["salightning"]["batches_seen"] if lasts else 0

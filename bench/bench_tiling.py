@@ -19,7 +19,8 @@ import torch
 
 from salightning.data.image import read_image
 from salightning.data.samples import skimage_data_dir
-from salightning.models import RRDBNet, load_pretrained
+from salightning.models import RRDBNet
+from salightning.checkpoints import load_pretrained
 from salightning.tiling import tile_grid, tiled_forward_uint8
 
 SHIPPED = Path(__file__).resolve().parents[1] / "salightning" / "assets" / "quickstart_psnr_x4.pth"

@@ -37,7 +37,8 @@ def _child(frames: int, height: int, width: int) -> None:
     from salightning.data.image import read_image
     from salightning.data.samples import skimage_data_dir
     from salightning.data.video import write_video
-    from salightning.models import RRDBNet, load_pretrained
+    from salightning.models import RRDBNet
+    from salightning.checkpoints import load_pretrained
     from salightning.predict import predict_path
 
     torch.set_num_threads(1)

@@ -38,7 +38,7 @@ _PUBLIC = {
     "VGGStyleDiscriminator": "salightning.models",
     "SRGANDiscriminator": "salightning.models",
     "VSRResFeatGANDiscriminator": "salightning.models",
-    "load_pretrained": "salightning.models",
+    "load_pretrained": "salightning.checkpoints",
     "ImageSRDataModule": "salightning.data",
     "VideoSRDataModule": "salightning.data",
     "imresize": "salightning.data",
@@ -47,7 +47,7 @@ _PUBLIC = {
     "ssim": "salightning.metrics",
     "LPIPS": "salightning.metrics",
     "evaluate_checkpoints": "salightning.evaluate",
-    "load_generator": "salightning.predict",
+    "load_generator": "salightning.checkpoints",
     "predict_path": "salightning.predict",
 }
 

@@ -31,10 +31,10 @@ from pytorch_lightning import LightningDataModule, Trainer
 from pytorch_lightning.cli import LightningCLI, SaveConfigCallback
 
 from salightning.callbacks import LastCheckpoint
-from salightning.checkpoint_io import NonFiniteCheckpointError, SafeCheckpointIO, load_checkpoint_file
+from salightning.checkpoint_io import SafeCheckpointIO
+from salightning.checkpoints import NonFiniteCheckpointError, check_trusted_classes, class_paths, load_checkpoint_file
 from salightning.paths import check_output_not_inside
 from salightning.module import SRGANModule, TrainingDiverged
-from salightning.predict import check_trusted_classes, class_paths
 from salightning.runs import RUN_DIR_ENV, RunLock, choose_run_dir, is_global_rank_zero
 from salightning.weights import MissingWeightsError
 
@@ -222,7 +222,6 @@ class SALightningCLI(LightningCLI):
 
     def _continue_wandb_run(self) -> None:
         """On resume, log to the W&B run the checkpoint was written by (unless an id was given)."""
-        from salightning.checkpoint_io import load_checkpoint_file
         from salightning.loggers import WandbLogger
 
         loggers = [lg for lg in self.trainer.loggers if isinstance(lg, WandbLogger)]
@@ -338,7 +337,8 @@ def _predict_main(argv: list[str]) -> None:
     from jsonargparse import ArgumentParser
 
     from salightning.export import load_for_predict
-    from salightning.predict import TRUST_HELP, predict_path
+    from salightning.checkpoints import TRUST_HELP
+    from salightning.predict import predict_path
 
     parser = ArgumentParser(prog="salightning predict", description="Super-resolve an image, a folder of images, or a video with a checkpoint.")
     parser.add_argument("--ckpt_path", type=str, required=True, help="checkpoint written by `salightning fit`, or a file written by `salightning export`")
@@ -365,7 +365,7 @@ def _export_main(argv: list[str]) -> None:
     from jsonargparse import ArgumentParser
 
     from salightning.export import FORMATS, export_checkpoint
-    from salightning.predict import TRUST_HELP
+    from salightning.checkpoints import TRUST_HELP
 
     parser = ArgumentParser(prog="salightning export", description="Write a checkpoint's generator as a state dict, safetensors (with its architecture) or ONNX.")
     parser.add_argument("--ckpt_path", type=str, required=True, help="checkpoint written by `salightning fit`")

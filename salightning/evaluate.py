@@ -48,7 +48,8 @@ from salightning.data.video import VIDEO_EXTENSIONS, _has_images, find_sequences
 from salightning.edges import EdgeExtractor, LocalVariance
 from salightning.metrics import LPIPS, SRMetrics, psnr
 from salightning.paths import check_output_not_inside, remove_outputs, write_error
-from salightning.predict import TRUST_HELP, load_generator, super_resolve_clip
+from salightning.checkpoints import TRUST_HELP, load_generator
+from salightning.predict import super_resolve_clip
 from salightning.weights import MissingWeightsError
 
 __all__ = [
@@ -313,7 +314,7 @@ def evaluate_checkpoints(
         device: ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda:1"`` ...
         use_ema: use the EMA generator of a checkpoint that has one.
         trusted_modules: modules besides ``salightning`` whose classes a checkpoint may name (see
-            :func:`salightning.predict.load_generator`).
+            :func:`salightning.checkpoints.load_generator`).
 
     Returns:
         :class:`EvaluationResults`: one :class:`ResultRow` per model (bicubic first) and test

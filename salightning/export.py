@@ -3,10 +3,10 @@ its metadata, and ONNX with dynamic batch / height / width.
 
 Which tool reads which format:
 
-* ``pth``: :func:`salightning.models.load_pretrained`; spandrel (chaiNNer, ComfyUI) for
+* ``pth``: :func:`salightning.checkpoints.load_pretrained`; spandrel (chaiNNer, ComfyUI) for
   :class:`~salightning.models.RRDBNet` with ``growth_channels=32``.
 * ``safetensors``: :func:`load_exported` (the architecture comes from the metadata) and
-  :func:`salightning.models.load_pretrained`; any safetensors reader gets the tensors.
+  :func:`salightning.checkpoints.load_pretrained`; any safetensors reader gets the tensors.
 * ``onnx``: onnxruntime, TensorRT, OpenVINO (input ``lr``, output ``sr``, in [0, 1]).
 """
 
@@ -22,18 +22,9 @@ import torch
 from torch import nn
 
 from salightning.paths import check_output_not_inside
-from salightning.predict import check_trusted_classes, export_generator, load_generator
-from salightning.weights import load_state_dict_file
+from salightning.checkpoints import NotACheckpointError, build_generator, export_generator, generator_config, load_generator, load_pretrained, load_state_dict_file
 
 FORMATS = ("pth", "safetensors", "onnx")
-
-
-def generator_config(checkpoint: str | os.PathLike) -> dict[str, Any]:
-    """The generator's ``{"class_path": ..., "init_args": ...}`` from a ``salightning fit`` checkpoint."""
-    config = load_state_dict_file(checkpoint).get("hyper_parameters", {}).get("generator")
-    if not isinstance(config, dict) or "class_path" not in config:
-        raise ValueError(f"checkpoint {str(checkpoint)!r} has no generator config in its hyper_parameters")
-    return config
 
 
 def _fresh(output: str | os.PathLike) -> tuple[Path, Path]:
@@ -107,7 +98,7 @@ def export_checkpoint(
     check_output_not_inside([checkpoint], Path(output), "--output")
     generator = load_generator(checkpoint, use_ema=use_ema, trusted_modules=trusted_modules)
     if format == "safetensors":
-        return save_safetensors(generator, generator_config(checkpoint), output)
+        return save_safetensors(generator, generator_config(load_state_dict_file(checkpoint), checkpoint), output)
     return save_onnx(generator, output)
 
 
@@ -123,11 +114,9 @@ def load_exported(
     Raises:
         ValueError: naming the file, when the architecture is unknown or the weights do not fit it.
     """
-    from jsonargparse import ArgumentParser
-
-    from salightning.models import load_pretrained
-
     path = Path(path)
+    # A class the user names is trusted; one the file names must be salightning's or trusted.
+    trusted = [*trusted_modules, class_path.rpartition(".")[0]] if class_path is not None else list(trusted_modules)
     if class_path is None and path.suffix == ".safetensors":
         from safetensors import safe_open
 
@@ -135,15 +124,10 @@ def load_exported(
             metadata = handle.metadata() or {}
         if "salightning.class_path" in metadata:
             class_path = metadata["salightning.class_path"]
-            # Named by the file, not the user: only trusted classes are imported.
-            check_trusted_classes({"class_path": class_path}, trusted_modules, str(path))
             init_args = {**json.loads(metadata.get("salightning.init_args", "{}")), **(init_args or {})}
     if class_path is None:
         raise ValueError(f"{str(path)!r} does not name its architecture; pass --generator with the class path (e.g. salightning.models.RRDBNet)")
-    parser = ArgumentParser(exit_on_error=False)
-    parser.add_subclass_arguments(nn.Module, "generator", fail_untyped=False)
-    config = {"generator": {"class_path": class_path, "init_args": init_args or {}}}
-    generator = parser.instantiate_classes(parser.parse_object(config)).generator
+    generator = build_generator({"class_path": class_path, "init_args": init_args or {}}, path, trusted)
     return load_pretrained(generator, path).eval()
 
 
@@ -156,7 +140,7 @@ def load_for_predict(
     trusted_modules: Sequence[str] = (),
 ) -> nn.Module:
     """The generator for ``salightning predict --ckpt_path``: a ``salightning fit`` checkpoint
-    (:func:`salightning.predict.load_generator`), a safetensors export (architecture from its
+    (:func:`salightning.checkpoints.load_generator`), a safetensors export (architecture from its
     metadata), or any weights file with ``class_path`` (``--generator``) and ``init_args``.
 
     Raises:
@@ -169,9 +153,7 @@ def load_for_predict(
         return load_exported(path, class_path, init_args, trusted_modules).to(map_location)
     try:
         return load_generator(path, use_ema=use_ema, map_location=map_location, trusted_modules=trusted_modules)
-    except ValueError as err:
-        if "hyper_parameters" not in str(err):
-            raise
+    except NotACheckpointError as err:
         raise ValueError(
             f"--ckpt_path {str(path)!r} is not a `salightning fit` checkpoint; for exported weights pass "
             "--generator with the class path (e.g. salightning.models.RRDBNet) and --generator_init_args"

@@ -37,7 +37,8 @@ from torch import Tensor, nn
 from torchmetrics import Metric
 
 from salightning._checks import check_non_negative, check_same_shape, check_tensor
-from salightning.weights import MissingWeightsError, load_state_dict_file, resolve_weights
+from salightning.checkpoints import load_state_dict_file
+from salightning.weights import MissingWeightsError, resolve_weights
 
 __all__ = [
     "rgb_to_y",

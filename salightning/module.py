@@ -46,7 +46,7 @@ from salightning._checks import (
     check_positive,
 )
 from salightning.losses import AdversarialLoss, SAPixelLoss, total_variation
-from salightning.models import load_pretrained
+from salightning.checkpoints import load_pretrained
 
 log = logging.getLogger(__name__)
 

@@ -4,134 +4,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
-from argparse import ArgumentError
 from collections import Counter
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from salightning.checkpoint_io import CHECKSUM_KEY, save_atomically, tensor_digest
 from salightning.paths import check_output_not_inside, remove_outputs, resolve_path, write_error
 from salightning.tiling import check_tiling, tiled_forward, tiled_forward_uint8
 from salightning.video_io import ClipDecodeError
-from salightning.weights import load_state_dict_file
-
-
-#: Help of the ``--trust_module`` option of predict, export and evaluate/test.
-TRUST_HELP = (
-    "modules besides salightning whose classes a checkpoint may name as its generator (importing a module "
-    "runs its code; a checkpoint is never trusted to choose one)"
-)
-
-
-def class_paths(config: Any) -> list[str]:
-    """Every ``class_path`` in a nested config (dicts and lists)."""
-    if isinstance(config, dict):
-        own = [config["class_path"]] if isinstance(config.get("class_path"), str) else []
-        return own + [c for v in config.values() for c in class_paths(v)]
-    if isinstance(config, (list, tuple)):
-        return [c for v in config for c in class_paths(v)]
-    return []
-
-
-def check_trusted_classes(config: Any, trusted_modules: Sequence[str], source: str, allow: str = "") -> None:
-    """Raise a ``ValueError`` unless every ``class_path`` in ``config`` (read from ``source``, a
-    file) is a class of ``salightning`` or of a module in ``trusted_modules`` (or below it):
-    importing a module runs its code, so a file never chooses which. ``allow`` says how to trust
-    more (default: the ``--trust_module`` option)."""
-    trusted = ("salightning", *trusted_modules)
-    for class_path in class_paths(config):
-        module = class_path.rpartition(".")[0]
-        if not any(module == name or module.startswith(name + ".") for name in trusted):
-            top = module.partition(".")[0] or class_path
-            raise ValueError(
-                f"{source} asks for the class {class_path!r}, which is not part of salightning; importing it would "
-                "run code chosen by the file. If you trust it, allow it "
-                + (allow or f"with --trust_module {top} (Python: trusted_modules=[{top!r}])")
-            )
-
-
-def load_generator(
-    checkpoint: str | os.PathLike,
-    use_ema: bool = True,
-    map_location: str | torch.device = "cpu",
-    trusted_modules: Sequence[str] = (),
-) -> nn.Module:
-    """Rebuild the generator of a checkpoint written by ``salightning fit`` and load its weights.
-
-    The generator's class and arguments come from the checkpoint's hyper-parameters (the
-    LightningCLI config); only the generator is built, so no VGG/LPIPS weights are needed.
-    The EMA generator is used when the checkpoint has one and ``use_ema`` is true. Only classes
-    of ``salightning`` and of the modules named in ``trusted_modules`` are imported.
-
-    Raises:
-        FileNotFoundError: no such file.
-        ValueError: the file is not a salightning checkpoint, does not match its generator, names
-            an untrusted class, or one whose module cannot be imported.
-    """
-    path = Path(checkpoint)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
-    ckpt: Any = load_state_dict_file(path)
-    hparams = ckpt.get("hyper_parameters", {})
-    state = ckpt.get("state_dict")
-    gen_cfg = hparams.get("generator")
-    if state is None or not isinstance(gen_cfg, dict) or "class_path" not in gen_cfg:
-        raise ValueError(
-            f"checkpoint {str(path)!r} was not written by `salightning fit` (no generator config in its "
-            "hyper_parameters); build the generator yourself and use salightning.models.load_pretrained"
-        )
-    check_trusted_classes(gen_cfg, trusted_modules, f"checkpoint {str(path)!r}")
-    for class_path in class_paths(gen_cfg):
-        module = class_path.rpartition(".")[0]
-        try:
-            found = importlib.util.find_spec(module) is not None
-        except ImportError:
-            found = False
-        if not found:
-            raise ValueError(
-                f"checkpoint {str(path)!r}: its generator class {class_path!r} cannot be imported: no module "
-                f"named {module!r} (install it, or run where it can be imported)"
-            )
-    from jsonargparse import ArgumentParser
-
-    parser = ArgumentParser(exit_on_error=False)
-    parser.add_subclass_arguments(nn.Module, "generator", fail_untyped=False)
-    try:
-        generator = parser.instantiate_classes(parser.parse_object({"generator": gen_cfg})).generator
-    except (ArgumentError, ImportError, ValueError, TypeError) as err:
-        reason = " ".join(str(err).split()) or type(err).__name__
-        raise ValueError(f"checkpoint {str(path)!r}: cannot build its generator {gen_cfg['class_path']!r}: {reason}") from None
-    prefix = "generator_ema.module." if use_ema and any(k.startswith("generator_ema.module.") for k in state) else "generator."
-    weights = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-    try:
-        generator.load_state_dict(weights)
-    except RuntimeError as err:
-        raise ValueError(f"checkpoint {str(path)!r}: generator weights do not match its config: {err}") from err
-    return generator.eval().to(map_location)
-
-
-def export_generator(
-    checkpoint: str | os.PathLike, output: str | os.PathLike, use_ema: bool = True, trusted_modules: Sequence[str] = ()
-) -> Path:
-    """Write the generator weights of a ``salightning fit`` checkpoint as a plain state dict
-    (loadable by :func:`salightning.models.load_pretrained` and as ``pretrained_generator``).
-    Refuses to overwrite an existing file."""
-    out = Path(output)
-    if out.exists():
-        raise FileExistsError(f"{str(out)!r} exists; choose another output path")
-    check_output_not_inside([checkpoint], out, "--output")
-    generator = load_generator(checkpoint, use_ema=use_ema, trusted_modules=trusted_modules)
-    state = generator.state_dict()
-    setattr(state, CHECKSUM_KEY, tensor_digest(state))  # an attribute: the file stays a plain state dict
-    save_atomically(state, out, "export", "nothing was written")  # never a half-written file under any name
-    return out
 
 
 def _check_output(src: Path, out: Path, video_model: bool) -> None:

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import torch
 
-from salightning.checkpoint_io import CHECKSUM_KEY, verify_checksum
 
 #: torchvision's file names for the backbones this library uses.
 TORCHVISION_FILES = {
@@ -65,21 +64,3 @@ def resolve_weights(arch: str, path: str | os.PathLike | None = None, *, option:
         f"      then copy the file; set TORCH_HOME to use another cache folder), or\n"
         f"  2. name the file with the {option} option" + (f" ({flag} on the command line)." if flag else ".")
     )
-
-
-def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Load a state dict from ``path`` without executing code from it (``weights_only=True``;
-    ``.safetensors`` files are read with safetensors)."""
-    try:
-        if Path(path).suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            return load_file(str(path), device="cpu")
-        state = torch.load(Path(path), map_location="cpu", weights_only=True)
-    except Exception as err:  # corrupt, truncated or pickled with code
-        raise ValueError(f"cannot read weights file {str(path)!r}: {err}") from err
-    if not isinstance(state, dict):
-        raise ValueError(f"weights file {str(path)!r} does not hold a state dict (got {type(state).__name__})")
-    if "state_dict" in state or CHECKSUM_KEY in state or hasattr(state, CHECKSUM_KEY):
-        verify_checksum(state, path, "checkpoint" if "state_dict" in state else "weights file")
-    return state

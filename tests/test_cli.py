@@ -24,8 +24,10 @@ from conftest import run_main, save_png, run_in_group
 
 from salightning.cli import main
 from salightning.metrics import psnr
-from salightning.models import RRDBNet, VSRResNet, load_pretrained
-from salightning.predict import load_generator, tiled_forward
+from salightning.models import RRDBNet, VSRResNet
+from salightning.checkpoints import load_pretrained
+from salightning.predict import tiled_forward
+from salightning.checkpoints import load_generator
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))

@@ -19,7 +19,7 @@ import torch
 import torchvision
 import yaml
 
-from salightning.checkpoint_io import load_checkpoint_file
+from salightning.checkpoints import load_checkpoint_file
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = Path(sys.executable).with_name("salightning")

@@ -28,7 +28,8 @@ from salightning.evaluate import (
     format_table,
     write_tables,
 )
-from salightning.predict import load_generator, super_resolve_clip
+from salightning.predict import super_resolve_clip
+from salightning.checkpoints import load_generator
 
 SCALE = 4
 RRDB_ARGS = {"num_features": 8, "num_blocks": 1, "growth_channels": 4, "scale": SCALE}

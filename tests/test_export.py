@@ -8,9 +8,11 @@ import torch
 
 from conftest import run_main
 
-from salightning.export import generator_config, load_exported, save_onnx, save_safetensors
-from salightning.models import RRDBNet, VSRResNet, load_pretrained
-from salightning.predict import load_generator
+from salightning.checkpoints import generator_config, load_state_dict_file
+from salightning.export import load_exported, save_onnx, save_safetensors
+from salightning.models import RRDBNet, VSRResNet
+from salightning.checkpoints import load_pretrained
+from salightning.checkpoints import load_generator
 from test_tiling import SHIPPED_STAGE1
 
 CONFIG = {"class_path": "salightning.models.RRDBNet", "init_args": {"num_features": 32, "num_blocks": 2, "growth_channels": 16, "scale": 4}}
@@ -63,7 +65,7 @@ def test_export_cli_formats(tmp_path, capsys, photos):
     ckpt = make_checkpoint(tmp_path / "vsr.ckpt", VSRResNet(**init_args), "salightning.models.VSRResNet", init_args)
     code, _, err = run_main(["export", "--ckpt_path", ckpt, "--output", tmp_path / "g.safetensors", "--format", "safetensors"], capsys)
     assert code == 0, err
-    assert generator_config(ckpt)["class_path"] == "salightning.models.VSRResNet"
+    assert generator_config(load_state_dict_file(ckpt), ckpt)["class_path"] == "salightning.models.VSRResNet"
     rebuilt, original = load_exported(tmp_path / "g.safetensors"), load_generator(ckpt)
     assert isinstance(rebuilt, VSRResNet) and rebuilt.num_frames == 3
     assert all(torch.equal(a, b) for a, b in zip(rebuilt.state_dict().values(), original.state_dict().values()))

@@ -15,8 +15,8 @@ from salightning.models import (
     VSRResFeatGANDiscriminator,
     VSRResNet,
     convert_esrgan_state_dict,
-    load_pretrained,
 )
+from salightning.checkpoints import load_pretrained
 
 
 def crop(photo: torch.Tensor, size: int, top: int = 0, left: int = 0) -> torch.Tensor:

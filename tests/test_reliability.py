@@ -30,11 +30,13 @@ from PIL import Image
 from conftest import run_main, save_png, run_in_group
 from test_module import make_module, make_trainer
 
-from salightning import checkpoint_io
-from salightning.checkpoint_io import SafeCheckpointIO, load_checkpoint_file
+from salightning import checkpoints as checkpoint_files
+from salightning.checkpoint_io import SafeCheckpointIO
+from salightning.checkpoints import load_checkpoint_file
 from salightning.data import ImageSRDataModule
-from salightning.models import RRDBNet, load_pretrained
-from salightning.predict import load_generator
+from salightning.models import RRDBNet
+from salightning.checkpoints import load_pretrained
+from salightning.checkpoints import load_generator
 
 SCRIPT = Path(sys.executable).with_name("salightning")
 TINY_GENERATOR = {"num_features": 8, "num_blocks": 1, "growth_channels": 4, "scale": 4}
@@ -417,7 +419,7 @@ def test_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch, where
     io_.save_checkpoint(_ckpt(1), target)
     before = target.read_bytes()
     if where == "write":
-        monkeypatch.setattr(checkpoint_io, "open", lambda path, mode: _FullDisk(path, mode), raising=False)
+        monkeypatch.setattr(checkpoint_files, "open", lambda path, mode: _FullDisk(path, mode), raising=False)
         code = errno.ENOSPC
     elif where == "fsync":
         def fsync(fd):
@@ -457,6 +459,7 @@ import io, sys, time
 from pathlib import Path
 import torch
 import salightning.checkpoint_io as checkpoint_io
+import salightning.checkpoints as checkpoint_files
 
 target, flag = Path(sys.argv[1]), Path(sys.argv[2])
 
@@ -472,7 +475,7 @@ class Stalls(io.FileIO):
         return n
 
 
-checkpoint_io.open = lambda path, mode: Stalls(path, mode)
+checkpoint_files.open = lambda path, mode: Stalls(path, mode)
 ckpt = {"state_dict": {f"w{i}": torch.full((2**20,), 2.0) for i in range(8)}, "version": 2, "epoch": 2}  # 8 x 4 MiB
 checkpoint_io.SafeCheckpointIO().save_checkpoint(ckpt, target)
 '''
@@ -527,7 +530,7 @@ def test_disk_full_during_fit_stops_with_the_path_and_keeps_earlier_checkpoints(
         def on_train_epoch_start(self, trainer, pl_module):
             disk_full["now"] = trainer.current_epoch >= 1
 
-    monkeypatch.setattr(checkpoint_io, "open", open_, raising=False)
+    monkeypatch.setattr(checkpoint_files, "open", open_, raising=False)
     module = make_module(stage=2, ema_decay=0.9)
     trainer = make_trainer(
         tmp_path, max_epochs=3, limit_val_batches=0, enable_checkpointing=True, plugins=[SafeCheckpointIO()],

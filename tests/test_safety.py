@@ -134,7 +134,8 @@ def saved(tmp_path) -> tuple[Path, dict]:
     [("weights", "state_dict.generator.conv_first.weight"), ("adam", "optimizer_states[0].state.0.exp_avg_sq")],
 )
 def test_a_non_finite_state_is_never_written_and_the_last_good_file_stays(saved, where, key):
-    from salightning.checkpoint_io import NonFiniteCheckpointError, SafeCheckpointIO
+    from salightning.checkpoint_io import SafeCheckpointIO
+    from salightning.checkpoints import NonFiniteCheckpointError
 
     path, checkpoint = saved
     before = tree_digest(path.parent)
@@ -172,7 +173,7 @@ def _flip_64_bytes_inside(path: Path, tensor: torch.Tensor) -> None:
 
 
 def test_checkpoints_carry_a_checksum_and_64_flipped_bytes_are_refused(saved, tmp_path, capsys):
-    from salightning.checkpoint_io import CHECKSUM_KEY, load_checkpoint_file
+    from salightning.checkpoints import CHECKSUM_KEY, load_checkpoint_file
 
     path, checkpoint = saved
     assert len(load_checkpoint_file(path)[CHECKSUM_KEY]) == 64
@@ -186,15 +187,15 @@ def test_checkpoints_carry_a_checksum_and_64_flipped_bytes_are_refused(saved, tm
 
 
 def test_a_checkpoint_without_checksum_loads_with_a_note(image_ckpt, caplog):
-    from salightning.checkpoint_io import load_checkpoint_file
+    from salightning.checkpoints import load_checkpoint_file
 
-    with caplog.at_level("WARNING", logger="salightning.checkpoint_io"):
+    with caplog.at_level("WARNING", logger="salightning.checkpoints"):
         assert "state_dict" in load_checkpoint_file(image_ckpt)
     assert [r.getMessage() for r in caplog.records if "no content checksum" in r.getMessage() and str(image_ckpt) in r.getMessage()]
 
 
 def test_exports_carry_a_checksum_verified_on_load(saved, tmp_path, capsys):
-    from salightning.models import load_pretrained
+    from salightning.checkpoints import load_pretrained
 
     path, _ = saved
     out = tmp_path / "gen.pth"
@@ -260,7 +261,7 @@ def test_a_trusted_module_is_imported(user_module_ckpt, clip, tmp_path, capsys):
 
 
 def test_an_untrusted_class_nested_in_the_generator_config_is_refused(tmp_path):
-    from salightning.predict import check_trusted_classes
+    from salightning.checkpoints import check_trusted_classes
 
     config = {"class_path": "salightning.models.RRDBNet", "init_args": {"act": {"class_path": "os.system"}}}
     with pytest.raises(ValueError, match=r"'os.system'.*--trust_module os"):
@@ -304,9 +305,9 @@ class FullDisk(io.FileIO):
 
 
 def test_export_to_a_full_disk_names_the_file_and_leaves_nothing(image_ckpt, tmp_path, monkeypatch, capsys):
-    from salightning import checkpoint_io
+    from salightning import checkpoints
 
-    monkeypatch.setattr(checkpoint_io, "open", lambda path, mode: FullDisk(path, mode), raising=False)
+    monkeypatch.setattr(checkpoints, "open", lambda path, mode: FullDisk(path, mode), raising=False)
     out = tmp_path / "exports" / "gen.pth"
     code, _, err = run_main(["export", "--ckpt_path", image_ckpt, "--output", out], capsys)
     assert_one_message(code, err, str(out), "No space left on device", "ENOSPC")
@@ -455,7 +456,8 @@ def test_a_run_whose_weights_turn_nan_stops_and_keeps_the_last_good_checkpoint(t
     import pytorch_lightning as pl
     from test_module import make_module, make_trainer
 
-    from salightning.checkpoint_io import NonFiniteCheckpointError, SafeCheckpointIO, load_checkpoint_file
+    from salightning.checkpoint_io import SafeCheckpointIO
+    from salightning.checkpoints import NonFiniteCheckpointError, load_checkpoint_file
 
     train, _ = patch_loaders
     folder = tmp_path / "ck"

@@ -12,7 +12,8 @@ from PIL import Image
 from conftest import save_png
 
 from salightning.metrics import psnr
-from salightning.models import RRDBNet, load_pretrained
+from salightning.models import RRDBNet
+from salightning.checkpoints import load_pretrained
 from salightning.predict import predict_path
 from salightning.tiling import owned_ranges, tile_grid, tiled_forward, tiled_forward_uint8, to_uint8
 

@@ -22,7 +22,8 @@ from torch import Tensor, nn
 from salightning._checks import check_non_negative, check_same_shape, check_tensor
 from salightning.edges import EdgeExtractor
 from salightning.losses.distances import Distance, distance_penalty, weighted_distance
-from salightning.weights import load_state_dict_file, resolve_weights
+from salightning.checkpoints import load_state_dict_file
+from salightning.weights import resolve_weights
 
 __all__ = ["PerceptualLoss", "SAPerceptualLoss", "VGGFeatureExtractor", "vgg19_layer_names"]
 

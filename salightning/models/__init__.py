@@ -7,7 +7,7 @@ sigmoid lives in the adversarial loss.
 """
 
 from salightning.models.discriminators import VGGStyleDiscriminator
-from salightning.models.rrdbnet import RRDB, RRDBNet, ResidualDenseBlock, convert_esrgan_state_dict, load_pretrained
+from salightning.models.rrdbnet import RRDB, RRDBNet, ResidualDenseBlock, convert_esrgan_state_dict
 from salightning.models.srresnet import SRGANDiscriminator, SRResNet
 from salightning.models.vsrresnet import VSRResFeatGANDiscriminator, VSRResNet
 
@@ -21,5 +21,4 @@ __all__ = [
     "SRGANDiscriminator",
     "VSRResFeatGANDiscriminator",
     "convert_esrgan_state_dict",
-    "load_pretrained",
 ]

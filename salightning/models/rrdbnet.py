@@ -3,12 +3,12 @@
 The submodule names are BasicSR's (``conv_first``, ``body.N.rdbK.convJ``, ``conv_body``,
 ``conv_up1``, ``conv_up2``, ``conv_hr``, ``conv_last``), so BasicSR / Real-ESRGAN checkpoints
 load as they are; :func:`convert_esrgan_state_dict` maps the other released layouts onto them
-and :func:`load_pretrained` reads a file safely and explains mismatches.
+(``RRDBNet.checkpoint_filter``, which :func:`salightning.checkpoints.load_pretrained` calls, with
+``RRDBNet.checkpoint_hints`` explaining mismatches).
 """
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Mapping
 
@@ -17,9 +17,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from salightning._checks import check_positive, check_tensor
-from salightning.weights import load_state_dict_file
+from salightning.checkpoints import unwrap_state_dict
 
-__all__ = ["ResidualDenseBlock", "RRDB", "RRDBNet", "convert_esrgan_state_dict", "load_pretrained"]
+__all__ = ["ResidualDenseBlock", "RRDB", "RRDBNet", "convert_esrgan_state_dict", "esrgan_keys"]
 
 
 class ResidualDenseBlock(nn.Module):
@@ -176,6 +176,16 @@ class RRDBNet(nn.Module):
         return self.conv_last(self.lrelu(self.conv_hr(feat)))
 
 
+    def checkpoint_filter(self, state: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """Map an unwrapped state dict of any released layout onto this network's keys (called by
+        :func:`salightning.checkpoints.load_pretrained`)."""
+        return esrgan_keys(state)
+
+    def checkpoint_hints(self, state: Mapping[str, Tensor]) -> list[str]:
+        """Explain a state dict that does not fit in terms of the constructor arguments."""
+        return _rrdbnet_hints(self, state)
+
+
 # Keys of the ESRGAN authors' release (xinntao/ESRGAN, RRDBNet_arch.py) -> BasicSR keys.
 _ESRGAN_KEY_RULES = (
     (re.compile(r"^RRDB_trunk\.(\d+)\.RDB(\d)\."), r"body.\1.rdb\2."),
@@ -187,48 +197,6 @@ _ESRGAN_KEY_RULES = (
 _OLD_ARCH_RDB = re.compile(r"^model\.1\.sub\.(\d+)\.RDB(\d)\.conv(\d)\.0\.(weight|bias)$")
 _OLD_ARCH_TOP = re.compile(r"^model\.(\d+)\.(weight|bias)$")
 _OLD_ARCH_TRUNK = re.compile(r"^model\.1\.sub\.(\d+)\.(weight|bias)$")
-# Prefixes added by DataParallel / DDP / AveragedModel and by torch.compile(module).
-_WRAPPER_PREFIXES = ("module.", "_orig_mod.")
-# AveragedModel's update counter: not a weight of the wrapped network.
-_NOT_WEIGHTS = ("n_averaged",)
-
-
-def _unwrap_state_dict(state: Mapping[str, object], prefix: str = "generator.") -> dict[str, Tensor]:
-    """The generator's tensors out of a BasicSR, Lightning or plain state dict (see
-    :func:`convert_esrgan_state_dict`); key names are not changed beyond wrapper prefixes."""
-    if "params_ema" in state:
-        state = state["params_ema"]
-    elif "params" in state:
-        state = state["params"]
-    elif "state_dict" in state:
-        full = state["state_dict"]
-        # A salightning checkpoint with a generator EMA: prefer it, as with BasicSR's params_ema.
-        ema_prefix = prefix.rstrip(".") + "_ema.module."
-        if prefix == "generator." and any(k.startswith(ema_prefix) for k in full):
-            prefix = ema_prefix
-        state = {k[len(prefix):]: v for k, v in full.items() if k.startswith(prefix)}
-        if not state:
-            some = ", ".join(list(full)[:5])
-            raise ValueError(
-                f"a Lightning checkpoint without keys starting with prefix={prefix!r} (first keys: {some})"
-            )
-    if not isinstance(state, Mapping) or not all(isinstance(v, Tensor) for v in state.values()):
-        some = ", ".join(map(str, list(state)[:5])) if isinstance(state, Mapping) else type(state).__name__
-        raise ValueError(
-            "not a state dict of tensors, nor one wrapped in 'params_ema' / 'params' (BasicSR) "
-            f"or 'state_dict' (Lightning); top-level keys: {some}"
-        )
-    out = {}
-    for key, value in state.items():
-        if key in _NOT_WEIGHTS:
-            continue
-        for wrapper in _WRAPPER_PREFIXES:
-            if key.startswith(wrapper):
-                key = key[len(wrapper):]
-        out[key] = value
-    return out
-
-
 def _convert_old_arch(state: dict[str, Tensor]) -> dict[str, Tensor]:
     """Map the first ESRGAN release's ``model.N`` keys: ``model.0`` is conv_first, ``model.1.sub``
     the trunk (its last entry is conv_body); the later convs are, in order, the upsampling convs,
@@ -281,7 +249,13 @@ def convert_esrgan_state_dict(state: Mapping[str, object], prefix: str = "genera
     Raises:
         ValueError: when ``state`` holds no recognisable state dict.
     """
-    out = _unwrap_state_dict(state, prefix)
+    return esrgan_keys(unwrap_state_dict(state, prefix))
+
+
+def esrgan_keys(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Rename an unwrapped RRDBNet state dict's keys from the ESRGAN authors' layouts (the new and
+    the "old arch" releases) to BasicSR's; BasicSR keys are unchanged (tensors are not copied)."""
+    out = dict(state)
     if any(k.startswith("model.1.sub.") for k in out):
         return _convert_old_arch(out)
     renamed = {}
@@ -321,57 +295,3 @@ def _rrdbnet_hints(model: RRDBNet, state: Mapping[str, Tensor]) -> list[str]:
     if blocks and len(blocks) != len(model.body):
         hints.append(f"num_blocks mismatch: the file has {len(blocks)} RRDB blocks, the model {len(model.body)}")
     return hints
-
-
-def load_pretrained(
-    model: nn.Module, path: str | os.PathLike, strict: bool = True, prefix: str = "generator."
-) -> nn.Module:
-    """Load a weights file into ``model`` (in place) and return ``model``.
-
-    The file is read with ``torch.load(weights_only=True)`` (no code from it runs). The
-    wrappers of :func:`convert_esrgan_state_dict` are removed for any network; for an
-    :class:`RRDBNet` the ESRGAN key layouts are also renamed. Works for every generator of
-    :mod:`salightning.models` (and discriminators, with ``prefix="discriminator."`` for a
-    Lightning checkpoint).
-
-    Args:
-        model: the network to fill.
-        path: a ``.pth`` / ``.ckpt`` file.
-        strict: when False, missing and unexpected keys are allowed (shapes must still match).
-        prefix: the network's key prefix in a Lightning checkpoint.
-
-    Raises:
-        ValueError: naming the file, when it cannot be read or does not fit ``model``: missing,
-            unexpected or differently shaped tensors, with a hint on the constructor argument
-            (``scale``, ``num_blocks``...) that explains the difference where one does.
-    """
-    raw = load_state_dict_file(path)
-    try:
-        if isinstance(model, RRDBNet):
-            state = convert_esrgan_state_dict(raw, prefix)
-        else:
-            state = _unwrap_state_dict(raw, prefix)
-    except ValueError as err:
-        raise ValueError(f"cannot load {str(path)!r} into {type(model).__name__}: {err}") from err
-
-    own = model.state_dict()
-    # BatchNorm fills in its step counter itself when an older checkpoint lacks it
-    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
-    unexpected = [k for k in state if k not in own]
-    mismatched = [
-        f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-        for k in own if k in state and state[k].shape != own[k].shape
-    ]
-    problems = []
-    if mismatched:
-        problems.append(f"{len(mismatched)} tensor(s) of another shape: " + "; ".join(mismatched[:5]))
-    if strict and missing:
-        problems.append(f"{len(missing)} missing key(s): " + ", ".join(missing[:5]))
-    if strict and unexpected:
-        problems.append(f"{len(unexpected)} unexpected key(s): " + ", ".join(unexpected[:5]))
-    if problems:
-        if isinstance(model, RRDBNet):
-            problems = _rrdbnet_hints(model, state) + problems
-        raise ValueError(f"cannot load {str(path)!r} into {type(model).__name__}: " + "; ".join(problems))
-    model.load_state_dict(state, strict=strict)
-    return model
