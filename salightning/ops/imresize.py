@@ -19,7 +19,7 @@ cores) spinning threads can slow it a hundredfold: use one thread per process th
 workers do) or ``OMP_WAIT_POLICY=PASSIVE``.
 
 Values are not clamped or rounded: MATLAB does that only for integer (``uint8``) images.
-Clamp to [0, 1] and round to 1/255 yourself to imitate an 8-bit LR file.
+Use :func:`~salightning.ops.quantize_8bit` on the result to imitate an 8-bit LR file.
 """
 
 from __future__ import annotations
@@ -177,6 +177,18 @@ def imresize(
     Raises:
         ValueError: if ``x`` is not a floating-point tensor of at least 2 dimensions, or if
             neither or both of ``scale`` and ``size`` are given, or they are not positive.
+
+    Shape:
+        - Input: :math:`(*, C, H, W)`
+        - Output: :math:`(*, C, H_{out}, W_{out})`, ``ceil(scale * H)`` by ``ceil(scale * W)`` or ``size``.
+
+    Example:
+        >>> x = torch.linspace(0, 1, 64).reshape(1, 1, 8, 8)
+        >>> imresize(x, 0.25).shape
+        torch.Size([1, 1, 2, 2])
+        >>> flat = imresize(torch.full((3, 6, 9), 0.5), size=(4, 4))  # rows of weights sum to one
+        >>> flat.shape, torch.allclose(flat, torch.tensor(0.5))
+        (torch.Size([3, 4, 4]), True)
     """
     check_tensor(x, "x")
     if x.ndim < 2:
@@ -218,8 +230,12 @@ class Imresize(nn.Module):
         antialiasing: stretch the kernel when shrinking.
 
     Shape:
-        - Input: (..., C, H, W) float.
-        - Output: (..., C, H_out, W_out), same dtype.
+        - Input: :math:`(*, C, H, W)`, floating point.
+        - Output: :math:`(*, C, H_{out}, W_{out})`, same dtype.
+
+    Example:
+        >>> Imresize(4)(torch.rand(2, 3, 5, 6)).shape
+        torch.Size([2, 3, 20, 24])
     """
 
     def __init__(
