@@ -26,7 +26,7 @@ from salightning.data import (
     sample_video_dir,
 )
 from salightning.data.samples import SAMPLE_CLIPS, SAMPLE_IMAGES, skimage_data_dir
-from salightning.data.video import reflect_index
+from salightning.data.transforms import reflect_index
 
 SCALE = 4
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from salightning.data import Imresize, imresize, resize_matrix
+from salightning.ops import Imresize, imresize, resize_matrix
 
 
 def _cubic(t: float) -> float:
