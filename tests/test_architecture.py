@@ -146,3 +146,15 @@ def test_modules_import_each_other_without_cycles(graph):
     assert not new, "import cycles (module- or function-level imports):\n  " + "\n  ".join(" <-> ".join(c) for c in new)
     stale = sorted(ALLOWED_CYCLES - set(cycles))
     assert not stale, f"allow-listed cycles that are gone (remove them from the list): {stale}"
+
+
+def test_data_layers_point_one_way(graph):
+    edges, _ = graph
+
+    def data_deps(module: str) -> set[str]:
+        return {m for m in edges[f"salightning.data.{module}"] if m.startswith("salightning.data")}
+
+    assert data_deps("samples") == {"salightning.data.io"}
+    assert data_deps("io") == data_deps("transforms") == data_deps("sampling") == set()
+    assert data_deps("base") == {"salightning.data.sampling"}
+    assert not {"salightning.data.image", "salightning.data.video"} & (data_deps("image") | data_deps("video"))
