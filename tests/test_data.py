@@ -232,7 +232,7 @@ def test_data_docstring_examples_run():
     import doctest
     import importlib
 
-    for name in ("salightning.data.transforms",):
+    for name in ("salightning.data.transforms", "salightning.data.sampling"):
         result = doctest.testmod(importlib.import_module(name), optionflags=doctest.NORMALIZE_WHITESPACE)
         assert result.attempted > 0 and result.failed == 0, name
 

@@ -101,6 +101,7 @@ class ImageSRDataset(Dataset):
             lr, hr = dihedral(lr, k), dihedral(hr, k)
         return {"lr": lr.contiguous(), "hr": hr.contiguous(), "name": pair.name}
 
+
 def _as_list(value: str | Sequence[str] | None) -> list[str]:
     if value is None:
         return []

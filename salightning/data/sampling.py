@@ -99,7 +99,17 @@ class EpochSampler(DistributedSampler):
 
 
 def unpack_key(key: int | tuple[int, int], base_seed: int) -> tuple[int, np.random.Generator]:
-    """An item index and its random generator from a dataset key (int, or (index, seed))."""
+    """An item index and its random generator from a dataset key.
+
+    Args:
+        key: an ``(index, seed)`` pair from :class:`EpochSampler`, or a plain index.
+        base_seed: the dataset's seed, combined with a plain index (``default_rng([base_seed, index])``).
+
+    Example:
+        >>> index, rng = unpack_key((3, 42), base_seed=0)
+        >>> index, rng.integers(0, 100) == np.random.default_rng(42).integers(0, 100)
+        (3, True)
+    """
     if isinstance(key, (tuple, list)):
         index, seed = int(key[0]), int(key[1])
         return index, np.random.default_rng(seed)
