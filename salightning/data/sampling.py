@@ -107,7 +107,7 @@ def unpack_key(key: int | tuple[int, int], base_seed: int) -> tuple[int, np.rand
 
     Example:
         >>> index, rng = unpack_key((3, 42), base_seed=0)
-        >>> index, rng.integers(0, 100) == np.random.default_rng(42).integers(0, 100)
+        >>> index, bool(rng.integers(0, 100) == np.random.default_rng(42).integers(0, 100))
         (3, True)
     """
     if isinstance(key, (tuple, list)):
