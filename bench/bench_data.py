@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from salightning.data import ImageSRDataModule, imresize, read_image
-from salightning.data.image import _decode
+from salightning.data.io import decode_image
 from salightning.data.samples import SAMPLE_IMAGES, skimage_data_dir
 
 DIV2K_SIZE = (1356, 2040)  # (height, width)
@@ -135,7 +135,7 @@ def measure(samples: int = 60, threads: int = 1, images: int = 4) -> dict[str, f
                 del os.environ["SALIGHTNING_CACHE_DIR"]
             else:
                 os.environ["SALIGHTNING_CACHE_DIR"] = previous
-        out["decode_ms"] = best_time(lambda: _decode(sources[0]), repeats=3) * 1e3
+        out["decode_ms"] = best_time(lambda: decode_image(sources[0]), repeats=3) * 1e3
         image = read_image(sources[0])[None]
 
     out["imresize_down_ms"] = best_time(lambda: imresize(image, 0.25)) * 1e3

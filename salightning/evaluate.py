@@ -12,10 +12,10 @@
 How the numbers are made (what the notes of every table repeat):
 
 * **LR from HR**, as the benchmarks' LR images were made: the HR image is cropped to a multiple
-  of the scale, shrunk with MATLAB-compatible bicubic (:func:`salightning.data.imresize`, ×1/s)
-  and rounded to 8 bits (:func:`salightning.data.degrade_crop`). A Set5/Set14-style root with
+  of the scale, shrunk with MATLAB-compatible bicubic (:func:`salightning.ops.imresize`, ×1/s)
+  and rounded to 8 bits (:func:`salightning.data.benchmark_lr`). A Set5/Set14-style root with
   ``GTmod12`` and ``LRbicx{s}`` folders, or an explicit ``(hr_folder, lr_folder)`` pair, uses
-  the stored LR images instead (paired through :class:`salightning.data.ImageSRDataModule`).
+  the stored LR images instead (paired by name through :func:`salightning.data.benchmark_dataset`).
 * **Metrics** from :mod:`salightning.metrics`: 8-bit rounded images, ``crop_border`` pixels
   (default: the scale) removed on each side, MATLAB BT.601 Y channel by default, SSIM with the
   11×11 Gaussian window (σ 1.5); LPIPS on the whole RGB images; edge / flat PSNR weighted by the
@@ -41,12 +41,13 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from salightning.data.image import ImageSRDataModule, degrade_crop, list_images, read_image
-from salightning.data.imresize import imresize
+from salightning.data.image import benchmark_dataset
+from salightning.data.io import VIDEO_EXTENSIONS, find_sequences, has_images, list_images, open_sequence, read_image
 from salightning.data.samples import sample_image_paths, sample_video_paths
-from salightning.data.video import VIDEO_EXTENSIONS, _has_images, find_sequences, open_sequence
+from salightning.data.transforms import benchmark_lr
 from salightning.edges import EdgeExtractor, LocalVariance
 from salightning.metrics import LPIPS, SRMetrics, psnr
+from salightning.ops import imresize, to_uint8
 from salightning.paths import check_output_not_inside, remove_outputs, write_error
 from salightning.checkpoints import TRUST_HELP, load_generator
 from salightning.predict import super_resolve_clip
@@ -170,7 +171,7 @@ def _resolve_test_set(label: str, spec: TestSetSpec) -> _TestSet:
             raise ValueError(f"{option}: {path} is a file but not a video ({', '.join(VIDEO_EXTENSIONS)}); give a folder of images")
         return _TestSet(label, "video", clips=[path])
     # Images directly inside (or a Set5/Set14 root): an image test set; otherwise a folder of clips.
-    if (path / "GTmod12").is_dir() or _has_images(path):
+    if (path / "GTmod12").is_dir() or has_images(path):
         return _TestSet(label, "image", hr=str(path))
     return _TestSet(label, "video", clips=find_sequences([path], option=option))
 
@@ -219,13 +220,7 @@ def _default_test_sets(generators: Sequence[nn.Module]) -> dict[str, TestSetSpec
 
 def _image_items(test_set: _TestSet, scale: int) -> tuple[Iterator[tuple[Tensor, Tensor]], int, bool]:
     """(iterator of (lr (1,C,h,w), hr (1,C,H,W)), number of images, whether LR comes from files)."""
-    # The datamodule's test split does exactly the benchmark protocol (mod-crop, MATLAB bicubic,
-    # 8-bit LR, or LR partners found by name); patch_size is unused for the test split.
-    dm = ImageSRDataModule(
-        test_hr=test_set.hr, test_lr=test_set.lr, scale=scale, patch_size=scale, num_workers=0, pin_memory=False
-    )
-    dm.setup("test")
-    dataset = dm.datasets["test"]
+    dataset = benchmark_dataset(test_set.hr, test_set.lr, scale)
     paired = any(pair.lr is not None for pair in dataset.pairs)
 
     def items() -> Iterator[tuple[Tensor, Tensor]]:
@@ -242,7 +237,7 @@ def _video_items(test_set: _TestSet, scale: int) -> Iterator[tuple[Tensor, Tenso
         clip = open_sequence(path, option=f"test_sets[{test_set.label!r}]")
         if clip.height < scale or clip.width < scale:
             raise ValueError(f"{path}: frames are {clip.height}x{clip.width}, smaller than scale={scale}")
-        lr, hr = degrade_crop(clip.read(list(range(len(clip)))), scale)
+        lr, hr = benchmark_lr(clip.read(list(range(len(clip)))), scale)
         yield lr, hr
 
 
@@ -654,7 +649,7 @@ def comparison_figure(
     font = ImageFont.load_default()
 
     def paste(crop: Tensor, row: int, col: int, caption: list[str]) -> None:
-        array = (crop.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+        array = to_uint8(crop).permute(1, 2, 0).cpu().numpy()
         tile_image = Image.fromarray(array).resize((cell, cell), Image.Resampling.NEAREST)
         x, y = pad + col * (cell + pad), pad + row * (cell + CAPTION_HEIGHT + pad)
         figure.paste(tile_image, (x, y))
@@ -665,7 +660,7 @@ def comparison_figure(
         if len(box) != 3:
             raise ValueError(f"boxes[{row}] must be (top, left, size), got {box!r}")
         top, left, size = (int(v) for v in box)
-        lr, hr = degrade_crop(read_image(path), scale)
+        lr, hr = benchmark_lr(read_image(path), scale)
         _, height, width = hr.shape
         if size < 1 or top < 0 or left < 0 or top + size > height or left + size > width:
             raise ValueError(

@@ -3,9 +3,10 @@
 Conventions (the numbers of Tables I–IV depend on every one of them):
 
 * **8-bit first.** PSNR, SSIM and the edge metrics round both images to 8 bits before
-  anything else: ``round(clamp(x, 0, 1) * 255)`` in float64, round half to even (as
-  ``numpy.round``; MATLAB's ``im2uint8`` rounds halves away from zero, which only differs on
-  exact ``.5`` values). This is what evaluating saved PNGs gives.
+  anything else: ``round(clamp(x, 0, 1) * 255)`` in float64, round half to even
+  (:func:`salightning.ops.quantize_8bit`, as ``numpy.round``; MATLAB's ``im2uint8`` rounds
+  halves away from zero, which only differs on exact ``.5`` values). This is what evaluating
+  saved PNGs gives.
 * **Border crop.** ``crop_border`` pixels are removed on each side (papers use the SR scale).
 * **Y or RGB.** ``y_channel=True`` evaluates the MATLAB ``rgb2ycbcr`` BT.601 studio-range luma
   ``Y = 16 + 65.481 R + 128.553 G + 24.966 B`` (R, G, B in [0, 1], Y on the 0..255 scale),
@@ -38,6 +39,7 @@ from torchmetrics import Metric
 
 from salightning._checks import check_non_negative, check_same_shape, check_tensor
 from salightning.checkpoints import load_state_dict_file
+from salightning.ops import quantize_8bit
 from salightning.weights import MissingWeightsError, resolve_weights
 
 __all__ = [
@@ -82,8 +84,11 @@ def rgb_to_y(x: Tensor) -> Tensor:
 
 
 def _to_8bit(x: Tensor) -> Tensor:
-    """``x`` in [0, 1] -> float64 integers in 0..255 (clamped, rounded half to even)."""
-    return (x.detach().to(torch.float64).clamp(0.0, 1.0) * 255.0).round()
+    """``x`` in [0, 1] -> float64 integers in 0..255 (clamped, rounded half to even; NaN stays NaN).
+
+    ``k / 255 * 255`` is exactly ``k`` in float64 for every level, so the 8-bit rounding is the
+    library's one (:func:`~salightning.ops.quantize_8bit`) without a trip through ``uint8``."""
+    return quantize_8bit(x.detach().to(torch.float64)).mul_(255.0)
 
 
 def _check_pair(sr: Tensor, hr: Tensor, crop_border: int, y_channel: bool, min_size: int) -> None:

@@ -25,8 +25,9 @@ from salightning.data import (
     sample_image_paths,
     sample_video_dir,
 )
+from salightning.data import benchmark_dataset, benchmark_lr
 from salightning.data.samples import SAMPLE_CLIPS, SAMPLE_IMAGES, skimage_data_dir
-from salightning.data.video import reflect_index
+from salightning.data.transforms import crop_to_scale, reflect_index
 
 SCALE = 4
 
@@ -162,6 +163,78 @@ def test_read_formats(tmp_path, photos):
     Image.fromarray(u16[..., 0]).save(tmp_path / "grey16.png")
     grey16 = read_image(tmp_path / "grey16.png")
     assert np.array_equal((grey16[1].double().numpy() * 65535).round().astype(np.uint16), u16[..., 0])
+
+
+def _write_png16(path: Path, levels: np.ndarray, colour_type: int) -> None:
+    """A 16-bit PNG written from the format's definition (grey 0, RGB 2, grey+alpha 4, RGBA 6)."""
+    import struct
+    import zlib
+
+    height, width = levels.shape[:2]
+    rows = b"".join(b"\x00" + levels[y].astype(">u2").tobytes() for y in range(height))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 16, colour_type, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("colour_type, channels", [(0, 1), (2, 3), (4, 2), (6, 4)])
+def test_16_bit_png_of_every_colour_type_keeps_16_bits(tmp_path, photos, colour_type, channels):
+    smooth = imresize(photos[1][:, :80, :100], 0.5).clamp(0, 1)
+    rgb = (smooth.permute(1, 2, 0).double().numpy() * 65535).round().astype(np.uint16)
+    alpha = np.full((40, 50, 1), 40000, np.uint16)
+    levels = {1: rgb[..., :1], 2: np.concatenate([rgb[..., :1], alpha], -1), 3: rgb, 4: np.concatenate([rgb, alpha], -1)}[channels]
+    _write_png16(tmp_path / "deep.png", levels, colour_type)
+    image = read_image(tmp_path / "deep.png")
+    colour = levels[..., :3] if channels >= 3 else np.repeat(levels[..., :1], 3, axis=-1)
+    assert (colour % 257 != 0).any()  # not 8-bit levels in disguise
+    assert torch.equal(image, torch.from_numpy(colour.astype(np.float32) / 65535).permute(2, 0, 1))
+    assert probe_image(tmp_path / "deep.png").has_alpha == (channels in (2, 4))
+    data = (tmp_path / "deep.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="cannot decode image") as err:
+        read_image(tmp_path / "cut.png")
+    assert str(tmp_path / "cut.png") in str(err.value)
+
+
+def test_benchmark_lr_is_mod_crop_matlab_bicubic_and_8_bit(photos):
+    hr = photos[1][:, 30:129, 40:161]  # 99x121: not multiples of 4
+    lr, cropped = benchmark_lr(hr, SCALE)
+    assert torch.equal(cropped, hr[:, :96, :120]) and torch.equal(crop_to_scale(hr, SCALE), cropped)
+    expected = (imresize(hr[:, :96, :120], 1 / SCALE).clamp(0, 1) * 255).round() / 255
+    torch.testing.assert_close(lr, expected, rtol=0, atol=1e-6)
+    assert torch.equal(lr * 255, (lr * 255).round())
+    with pytest.raises(ValueError, match="at least scale=4"):
+        benchmark_lr(hr[:, :3, :40], SCALE)
+    with pytest.raises(ValueError, match="scale must be an integer >= 1"):
+        crop_to_scale(hr, 0)
+
+
+def test_benchmark_dataset_equals_the_datamodule_test_split(image_dirs):
+    for hr, lr in [(image_dirs / "HR", None), (image_dirs / "HR", image_dirs / "LR_bicubic" / "X4"), (image_dirs / "val", None)]:
+        dataset = benchmark_dataset(hr, lr, SCALE)
+        dm = ImageSRDataModule(test_hr=str(hr), test_lr=None if lr is None else str(lr), num_workers=0, pin_memory=False)
+        dm.setup("test")
+        assert len(dataset) == len(dm.datasets["test"]) > 0
+        for i in range(len(dataset)):
+            mine, theirs = dataset[i], dm.datasets["test"][i]
+            assert mine["name"] == theirs["name"] and torch.equal(mine["lr"], theirs["lr"]) and torch.equal(mine["hr"], theirs["hr"])
+        if lr is None and hr.name == "HR":
+            whole = read_image(hr / f"{dataset[0]['name']}.png")
+            expected_lr, expected_hr = benchmark_lr(whole, SCALE)
+            assert torch.equal(dataset[0]["lr"], expected_lr) and torch.equal(dataset[0]["hr"], expected_hr)
+    assert [p.lr is not None for p in benchmark_dataset(image_dirs / "val", None, SCALE).pairs] == [True]  # LRbicx4
+
+
+def test_data_docstring_examples_run():
+    import doctest
+    import importlib
+
+    for name in ("salightning.data.transforms", "salightning.data.sampling"):
+        result = doctest.testmod(importlib.import_module(name), optionflags=doctest.NORMALIZE_WHITESPACE)
+        assert result.attempted > 0 and result.failed == 0, name
 
 
 def test_dihedral_group_and_reflection(photos):

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from salightning.data import Imresize, imresize, resize_matrix
+from salightning.ops import Imresize, imresize, resize_matrix
 
 
 def _cubic(t: float) -> float:
@@ -167,3 +167,34 @@ def test_bad_tensor():
 def test_cuda_matches_cpu(photos):
     photo = photos[0][None]
     torch.testing.assert_close(imresize(photo.cuda(), 0.25).cpu(), imresize(photo, 0.25), rtol=0, atol=1e-5)
+
+
+def test_ops_docstring_examples_run():
+    import doctest
+    import importlib
+
+    for name in ("salightning.ops.imresize", "salightning.ops.quantize"):
+        module = importlib.import_module(name)  # the attribute ops.imresize is the function
+        result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
+        assert result.attempted > 0 and result.failed == 0, module.__name__
+
+
+def test_quantize_8bit_is_what_an_8_bit_png_reads_back(photos, tmp_path):
+    from PIL import Image
+
+    from salightning.data import read_image
+    from salightning.ops import Quantize8bit, quantize_8bit, to_uint8
+
+    smooth = (imresize(photos[1][:, :60, :80], 0.5) - 0.5) * 3 + 0.5  # off the 8-bit grid, and out of [0, 1]
+    assert ((smooth * 255).round() != smooth * 255).any() and (smooth < 0).any() and (smooth > 1).any()
+    levels = to_uint8(smooth)
+    assert levels.dtype == torch.uint8 and levels.shape == smooth.shape
+    Image.fromarray(levels.permute(1, 2, 0).numpy()).save(tmp_path / "lr.png")
+    back = read_image(tmp_path / "lr.png")
+    assert torch.equal(quantize_8bit(smooth), back) and torch.equal(Quantize8bit()(smooth), back)
+    # Halves round to even, as torch.round and numpy.round do.
+    halves = torch.tensor([0.5, 1.5, 2.5, 254.5], dtype=torch.float64) / 255
+    assert to_uint8(halves).tolist() == [0, 2, 2, 254]
+    assert quantize_8bit(smooth.double()).dtype == torch.float64
+    with pytest.raises(ValueError, match="floating-point"):
+        quantize_8bit(levels)

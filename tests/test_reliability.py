@@ -806,14 +806,14 @@ def test_data_loader_worker_crash_names_the_file(tmp_path, photos, monkeypatch):
     from salightning.data import image
 
     project = make_project(tmp_path / "project", photos)
-    real_decode = image._decode
+    real_decode = image.decode_image
 
     def crashing_decode(path):
         if Path(path).name == "photo2.png":
             os.kill(os.getpid(), signal.SIGKILL)  # a decoder that segfaults / the OOM killer
         return real_decode(path)
 
-    monkeypatch.setattr(image, "_decode", crashing_decode)
+    monkeypatch.setattr(image, "decode_image", crashing_decode)
     module = make_module(stage=2)
     with pytest.raises(Exception, match="photo2.png"):
         make_trainer(tmp_path, max_epochs=1, limit_val_batches=0).fit(module, datamodule=_image_data(project / "train", num_workers=1))

@@ -1,43 +1,48 @@
 """Data for image and video super-resolution.
 
-- :func:`imresize`: MATLAB-compatible bicubic resize (how benchmark LR images are made).
 - :class:`ImageSRDataModule`: HR folders (LR made on the fly) or paired HR/LR folders.
 - :class:`VideoSRDataModule`: clips as frame folders or video files, windows of frames.
-- :mod:`salightning.data.samples`: real sample photos and clips, with no downloads.
+- :func:`benchmark_lr`, :func:`benchmark_dataset`: the benchmark LR protocol (mod-crop,
+  MATLAB bicubic, 8-bit levels) on one image or a test folder.
+- :mod:`~salightning.data.io` (reading images and clips), :mod:`~salightning.data.transforms`
+  (crops, degradation, augmentation), :mod:`~salightning.data.sampling` (the resumable
+  sampler), :mod:`~salightning.data.base` (the shared DataModule base),
+  :mod:`~salightning.data.samples` (real sample photos and clips, with no downloads).
+- :func:`imresize` (MATLAB-compatible bicubic) lives in :mod:`salightning.ops`; it is
+  re-exported here.
 """
 
-from salightning.data.image import (
-    EpochSampler,
-    ImageSRDataModule,
-    ImageSRDataset,
-    degrade_crop,
-    dihedral,
-    list_images,
-    probe_image,
-    read_image,
-)
+# Through the compatibility module, so that ``salightning.data.imresize`` stays the function.
 from salightning.data.imresize import Imresize, imresize, resize_matrix
+from salightning.data.base import SRDataModule
+from salightning.data.image import ImageSRDataModule, ImageSRDataset, benchmark_dataset
+from salightning.data.io import FrameFolder, VideoFile, find_sequences, list_images, probe_image, read_image
 from salightning.data.samples import sample_image_paths, sample_video_dir, sample_video_paths
-from salightning.data.video import VideoFile, FrameFolder, VideoSRDataModule, VideoSRDataset, find_sequences
+from salightning.data.sampling import EpochSampler
+from salightning.data.transforms import benchmark_lr, degrade_crop, dihedral
+from salightning.data.video import VideoSRDataModule, VideoSRDataset
 
 __all__ = [
-    "imresize",
-    "Imresize",
-    "resize_matrix",
+    "ImageSRDataModule",
+    "VideoSRDataModule",
+    "SRDataModule",
+    "ImageSRDataset",
+    "VideoSRDataset",
+    "EpochSampler",
+    "benchmark_lr",
+    "benchmark_dataset",
+    "degrade_crop",
+    "dihedral",
     "read_image",
     "probe_image",
     "list_images",
-    "dihedral",
-    "degrade_crop",
-    "EpochSampler",
-    "ImageSRDataset",
-    "ImageSRDataModule",
     "FrameFolder",
     "VideoFile",
     "find_sequences",
-    "VideoSRDataset",
-    "VideoSRDataModule",
     "sample_image_paths",
     "sample_video_dir",
     "sample_video_paths",
+    "imresize",
+    "Imresize",
+    "resize_matrix",
 ]

@@ -17,7 +17,7 @@ too small to give high-resolution frames. The sample clips are therefore made fr
 photos above by moving (and slowly zooming) a virtual camera across them: the content of
 every frame is real, the **motion is synthetic** (a smooth pan of a few pixels per frame,
 no parallax, no moving objects, no motion blur). Each frame is the camera window shrunk to
-180×240 with :func:`~salightning.data.imresize.imresize`, rounded to 8 bits. They are written
+180×240 with :func:`~salightning.ops.imresize`, rounded to 8 bits (:func:`~salightning.ops.to_uint8`). They are written
 once into a cache folder as frame folders (one folder of PNGs per clip, the Vid4 layout) and
 as H.264 MP4 files (through PyAV), and reused afterwards.
 
@@ -35,7 +35,9 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import torch
+
+from salightning.data.io import read_image, write_video
+from salightning.ops import imresize, to_uint8
 
 __all__ = [
     "SAMPLE_IMAGES",
@@ -152,9 +154,6 @@ def default_cache_dir() -> Path:
 
 def _clip_frames(clip: SampleClip) -> np.ndarray:
     """The frames of ``clip``: (frames, H, W, 3) uint8."""
-    from salightning.data.image import read_image
-    from salightning.data.imresize import imresize
-
     photo = read_image(skimage_data_dir() / clip.photo)
     _, ph, pw = photo.shape
     fh, fw = _FRAME_SIZE
@@ -168,16 +167,13 @@ def _clip_frames(clip: SampleClip) -> np.ndarray:
         top = int(np.clip(round(cy - wh / 2), 0, ph - wh))
         left = int(np.clip(round(cx - ww / 2), 0, pw - ww))
         window = photo[:, top : top + wh, left : left + ww]
-        frame = imresize(window, size=_FRAME_SIZE).clamp(0, 1)
-        frames.append((frame * 255).round().to(torch.uint8).permute(1, 2, 0).numpy())
+        frames.append(to_uint8(imresize(window, size=_FRAME_SIZE)).permute(1, 2, 0).numpy())
     return np.stack(frames)
 
 
 def _build_videos(root: Path) -> None:
     """Write all sample clips into ``root`` (frames/<split>/<clip>/ and mp4/<split>/<clip>.mp4)."""
     from PIL import Image
-
-    from salightning.data.video import write_video
 
     for clip in SAMPLE_CLIPS:
         frames = _clip_frames(clip)

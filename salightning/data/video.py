@@ -1,9 +1,10 @@
-"""Video super-resolution data: frame folders and video files, frame windows, the video DataModule.
+"""Video super-resolution data: the frame-window Dataset and the video DataModule.
 
 Batches are dicts ``{"lr": ..., "hr": (B, 3, H, W), "name": list[str]}`` with values in [0, 1],
 where ``lr`` holds the ``num_frames`` LR frames t-k..t+k around the HR centre frame t:
 (B, T, 3, h, w), or (B, T, 3, H, W) with ``upsample_input=True`` (each LR frame
-bicubic-upsampled to HR size, the input of VSRResNet / VSRResFeatGAN).
+bicubic-upsampled to HR size, the input of VSRResNet / VSRResFeatGAN). Clips are read by
+:mod:`salightning.data.io` (frame folders and video files).
 """
 
 from __future__ import annotations
@@ -13,274 +14,19 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import torch
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
-from torch import Tensor
 from torch.utils.data import Dataset
 
-from salightning.data.image import (
-    _BaseSRDataModule,
-    _centre_box,
-    _check_positive_int,
-    _natural_key,
-    _quantize,
-    _split_key,
-    _STAGE_SPLITS,
-    _warn_alpha,
-    IMAGE_EXTENSIONS,
-    degrade_crop,
-    dihedral,
-    list_images,
-    probe_image,
-    read_image,
-)
-from salightning.data.imresize import imresize
+from salightning._checks import check_at_least
+from salightning.data.base import SRDataModule
+from salightning.data.io import VIDEO_EXTENSIONS, write_video  # noqa: F401 - re-exported for callers not yet moved to data.io
+from salightning.data.io import FrameFolder, VideoFile, find_sequences, open_sequence, warn_alpha
+from salightning.data.samples import sample_video_dir
+from salightning.data.sampling import unpack_key
+from salightning.data.transforms import centre_box, degrade_crop, dihedral, random_box, reflect_index, to_lr_levels
+from salightning.ops import imresize
 
-__all__ = [
-    "VIDEO_EXTENSIONS",
-    "write_video",
-    "FrameFolder",
-    "VideoFile",
-    "find_sequences",
-    "open_sequence",
-    "reflect_index",
-    "VideoSRDataset",
-    "VideoSRDataModule",
-]
-
-#: File suffixes read as videos (case-insensitive), through PyAV (FFmpeg).
-VIDEO_EXTENSIONS = (
-    ".mp4", ".m4v", ".mkv", ".avi", ".mov", ".webm", ".gif", ".mpg", ".mpeg", ".wmv", ".flv", ".ts", ".y4m",
-)
-
-
-def reflect_index(index: int, length: int) -> int:
-    """Mirror a frame index into ``0..length-1`` without repeating the edge (-1 -> 1, length -> length-2)."""
-    if length == 1:
-        return 0
-    period = 2 * (length - 1)
-    index %= period
-    return period - index if index >= length else index
-
-
-def write_video(frames: np.ndarray, path: str | Path, fps: int = 25, crf: int = 12) -> None:
-    """Encode (T, H, W, 3) uint8 RGB frames as an H.264 MP4 with PyAV (yuv420p, so H and W
-    must be even; ``crf`` 12 is visually lossless)."""
-    import av
-
-    with av.open(str(path), mode="w") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.height, stream.width = frames.shape[1:3]
-        stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": str(crf), "preset": "medium"}
-        for array in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-
-
-class FrameFolder:
-    """A clip stored as one image file per frame (Vid4 layout), in natural name order.
-
-    Args:
-        path: the folder.
-        option: the user-facing option that named it, quoted in errors.
-
-    Raises:
-        FileNotFoundError: if the folder is missing or holds no images.
-        ValueError: naming the frame, if a frame's header is unreadable or its size differs.
-    """
-
-    def __init__(self, path: str | Path, option: str = "folder") -> None:
-        self.path = Path(path)
-        self.name = self.path.name
-        self.frames = list_images(self.path, option)
-        infos = [probe_image(f) for f in self.frames]
-        self.height, self.width = infos[0].height, infos[0].width
-        for frame, info in zip(self.frames, infos):
-            if (info.height, info.width) != (self.height, self.width):
-                raise ValueError(
-                    f"{frame}: frame is {info.height}x{info.width} but the first frame of the clip "
-                    f"({self.frames[0].name}) is {self.height}x{self.width}"
-                )
-        self.alpha_frames = [f for f, info in zip(self.frames, infos) if info.has_alpha]
-
-    def __len__(self) -> int:
-        return len(self.frames)
-
-    def read(self, indices: Sequence[int]) -> Tensor:
-        """Frames ``indices`` as a (len(indices), 3, H, W) float32 tensor in [0, 1]."""
-        cache = {i: read_image(self.frames[i]) for i in sorted(set(indices))}
-        return torch.stack([cache[i] for i in indices])
-
-    def check_decodable(self) -> None:
-        """Decode every frame once (raises ValueError naming the first bad frame)."""
-        for frame in self.frames:
-            read_image(frame)
-
-
-class VideoFile:
-    """A clip stored as a video file, decoded with PyAV (FFmpeg), with random access by seeking.
-
-    The frame list comes from the packets' timestamps; reading frames t..t+k seeks to the
-    key frame before t and decodes forward. Files whose packets lack timestamps are decoded
-    from the start instead (correct, slower). Frames are read as 8-bit RGB.
-
-    Raises:
-        FileNotFoundError: if the file does not exist.
-        ValueError: naming the file, if it has no video stream or cannot be decoded.
-    """
-
-    def __init__(self, path: str | Path) -> None:
-        import av
-
-        self.path = Path(path)
-        self.name = self.path.stem
-        self.alpha_frames: list[Path] = []
-        self._container: Any = None
-        if not self.path.is_file():
-            raise FileNotFoundError(f"{self.path}: no such video file")
-        try:
-            with av.open(str(self.path)) as container:
-                if not container.streams.video:
-                    raise ValueError("no video stream")
-                stream = container.streams.video[0]
-                packets = [p for p in container.demux(stream) if p.size > 0 and not p.is_discard]
-                pts = [p.pts for p in packets]
-            with av.open(str(self.path)) as container:
-                first = next(container.decode(video=0))
-        except StopIteration:
-            raise ValueError(f"{self.path}: cannot decode video (no frame could be decoded)") from None
-        except ValueError as err:
-            raise ValueError(f"{self.path}: cannot decode video ({err})") from err
-        except Exception as err:  # PyAV raises av.error.* (InvalidDataError, ...) for damaged files
-            raise ValueError(f"{self.path}: cannot decode video ({type(err).__name__}: {err})") from err
-        self.height, self.width = first.height, first.width
-        # Without timestamps, fall back to counting frames from the start.
-        self._pts: list[int] | None = None if any(p is None for p in pts) else sorted(pts)
-        self._count = len(pts) if self._pts is not None else self._decode_count()
-
-    def __len__(self) -> int:
-        return self._count
-
-    def __getstate__(self) -> dict[str, Any]:
-        # An open container cannot cross process boundaries; each worker opens its own.
-        state = self.__dict__.copy()
-        state["_container"] = None
-        return state
-
-    def _decode_count(self) -> int:
-        import av
-
-        with av.open(str(self.path)) as container:
-            return sum(1 for _ in container.decode(video=0))
-
-    def _open(self) -> Any:
-        import av
-
-        if self._container is None:
-            self._container = av.open(str(self.path))
-        return self._container
-
-    def _decode_range(self, lo: int, hi: int) -> dict[int, np.ndarray] | None:
-        """Frames lo..hi by seeking; None if the timestamps did not line up."""
-        container = self._open()
-        stream = container.streams.video[0]
-        wanted = {self._pts[i]: i for i in range(lo, hi + 1)}
-        container.seek(self._pts[lo], stream=stream, backward=True, any_frame=False)
-        out: dict[int, np.ndarray] = {}
-        for frame in container.decode(stream):
-            if frame.pts is None:
-                return None
-            if frame.pts in wanted:
-                out[wanted[frame.pts]] = frame.to_ndarray(format="rgb24")
-            if frame.pts >= self._pts[hi]:
-                break
-        return out if len(out) == hi - lo + 1 else None
-
-    def _decode_sequential(self, lo: int, hi: int) -> dict[int, np.ndarray]:
-        import av
-
-        out: dict[int, np.ndarray] = {}
-        with av.open(str(self.path)) as container:
-            for i, frame in enumerate(container.decode(video=0)):
-                if i >= lo:
-                    out[i] = frame.to_ndarray(format="rgb24")
-                if i >= hi:
-                    break
-        return out
-
-    def read(self, indices: Sequence[int]) -> Tensor:
-        """Frames ``indices`` as a (len(indices), 3, H, W) float32 tensor in [0, 1].
-
-        Raises:
-            ValueError: naming the file, if the frames cannot be decoded.
-        """
-        lo, hi = min(indices), max(indices)
-        try:
-            frames = self._decode_range(lo, hi) if self._pts is not None else None
-            if frames is None:
-                frames = self._decode_sequential(lo, hi)
-        except Exception as err:
-            raise ValueError(f"{self.path}: cannot decode frames {lo}..{hi} ({type(err).__name__}: {err})") from err
-        if len(frames) < hi - lo + 1:
-            raise ValueError(f"{self.path}: cannot decode frames {lo}..{hi} (the file ends early)")
-        array = np.stack([frames[i] for i in indices])
-        return torch.from_numpy(array).permute(0, 3, 1, 2).float().div_(255.0)
-
-    def check_decodable(self) -> None:
-        """Decode every frame once (raises ValueError naming the file)."""
-        try:
-            count = self._decode_count()
-        except Exception as err:
-            raise ValueError(f"{self.path}: cannot decode video ({type(err).__name__}: {err})") from err
-        if count < self._count:
-            raise ValueError(f"{self.path}: only {count} of {self._count} frames could be decoded")
-
-
-def _has_images(folder: Path) -> bool:
-    return any(p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS for p in folder.iterdir())
-
-
-def find_sequences(paths: Sequence[str | Path], option: str = "folder") -> list[Path]:
-    """Expand user paths into clips: frame folders and video files.
-
-    Each path may be a video file, a frame folder (images directly inside), or a folder of
-    clips (subfolders of frames, as in Vid4's ``GT/calendar``, ``GT/city``..., and/or video
-    files).
-
-    Raises:
-        FileNotFoundError: naming the path, if it does not exist or holds no clip.
-        ValueError: naming the path, if a file is not a video.
-    """
-    found: list[Path] = []
-    for raw in paths:
-        path = Path(raw).expanduser()
-        if not path.exists():
-            raise FileNotFoundError(f"{option}: {path} does not exist")
-        if path.is_file():
-            if path.suffix.lower() not in VIDEO_EXTENSIONS:
-                raise ValueError(f"{option}: {path} is not a video file ({', '.join(VIDEO_EXTENSIONS)})")
-            found.append(path)
-        elif _has_images(path):
-            found.append(path)
-        else:
-            children = sorted(path.iterdir(), key=_natural_key)
-            clips = [c for c in children if (c.is_dir() and _has_images(c)) or c.suffix.lower() in VIDEO_EXTENSIONS]
-            if not clips:
-                raise FileNotFoundError(
-                    f"{option}: no clips in {path}: expected frame folders (one folder of images per clip) "
-                    f"or video files ({', '.join(VIDEO_EXTENSIONS)})"
-                )
-            found += clips
-    return found
-
-
-def open_sequence(path: str | Path, option: str = "folder") -> FrameFolder | VideoFile:
-    """A :class:`FrameFolder` for a folder, a :class:`VideoFile` for a file."""
-    path = Path(path)
-    return VideoFile(path) if path.is_file() else FrameFolder(path, option)
+__all__ = ["VideoSRDataset", "VideoSRDataModule"]
 
 
 class VideoSRDataset(Dataset):
@@ -288,7 +34,7 @@ class VideoSRDataset(Dataset):
     :class:`VideoSRDataModule`).
 
     Frame indices beyond the clip's ends are mirrored (:func:`reflect_index`). LR frames are
-    made from the HR frames with MATLAB-compatible bicubic (:func:`imresize`).
+    made from the HR frames with MATLAB-compatible bicubic (:func:`~salightning.ops.imresize`).
 
     Args:
         sequences: the clips.
@@ -335,7 +81,7 @@ class VideoSRDataset(Dataset):
         return len(self.items)
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
-        index, rng = _split_key(key, self.seed)
+        index, rng = unpack_key(key, self.seed)
         seq_index, centre = self.items[index]
         seq = self.sequences[seq_index]
         s = self.scale
@@ -345,22 +91,21 @@ class VideoSRDataset(Dataset):
         frames = seq.read(indices)[..., :height, :width]
         lr_h, lr_w = height // s, width // s
         if self.patch_size is not None:
-            p = self.patch_size // s
-            box = (int(rng.integers(0, lr_h - p + 1)), int(rng.integers(0, lr_w - p + 1)), p, p)
+            box = random_box(rng, lr_h, lr_w, self.patch_size // s)
         else:
-            box = _centre_box(lr_h, lr_w, None if self.eval_patch_size is None else self.eval_patch_size // s)
+            box = centre_box(lr_h, lr_w, None if self.eval_patch_size is None else self.eval_patch_size // s)
         lr, hr = degrade_crop(frames, s, box, self.quantize_lr)
         hr = hr[half]
         if self.patch_size is not None and self.augment:
             k = int(rng.integers(0, 8))
             lr, hr = dihedral(lr, k), dihedral(hr, k)
         if self.upsample_input:
-            lr = _quantize(imresize(lr, float(s)), self.quantize_lr)
+            lr = to_lr_levels(imresize(lr, float(s)), self.quantize_lr)
         name = f"{seq.name}/{seq.frames[centre].stem}" if isinstance(seq, FrameFolder) else f"{seq.name}/{centre:05d}"
         return {"lr": lr.contiguous(), "hr": hr.contiguous(), "name": name}
 
 
-class VideoSRDataModule(_BaseSRDataModule):
+class VideoSRDataModule(SRDataModule):
     """Video SR data: clips as frame folders (Vid4 layout) or video files (MP4 etc. via PyAV).
 
     Each sample is a window of ``num_frames`` frames t-k..t+k (mirrored at the clip's ends) with
@@ -432,13 +177,13 @@ class VideoSRDataModule(_BaseSRDataModule):
         seed: int = 0,
     ) -> None:
         super().__init__(batch_size, val_batch_size, num_workers, samples_per_epoch, pin_memory, seed)
-        _check_positive_int(scale, "scale")
-        _check_positive_int(patch_size, "patch_size")
-        _check_positive_int(eval_frame_step, "eval_frame_step")
+        check_at_least(scale, "scale", 1)
+        check_at_least(patch_size, "patch_size", 1)
+        check_at_least(eval_frame_step, "eval_frame_step", 1)
         if patch_size % scale:
             raise ValueError(f"patch_size must be a multiple of scale={scale}, got {patch_size!r}")
         if eval_patch_size is not None:
-            _check_positive_int(eval_patch_size, "eval_patch_size")
+            check_at_least(eval_patch_size, "eval_patch_size", 1)
             if eval_patch_size % scale:
                 raise ValueError(f"eval_patch_size must be a multiple of scale={scale}, got {eval_patch_size!r}")
         if not isinstance(num_frames, int) or num_frames < 1 or num_frames % 2 == 0:
@@ -470,16 +215,12 @@ class VideoSRDataModule(_BaseSRDataModule):
         """Build the built-in sample clips once (one process per node) when training uses them.
 
         Other cases build them in :meth:`setup` when needed (building is safe to race)."""
-        from salightning.data.samples import sample_video_dir
-
         if self.paths["train"] is None:
             sample_video_dir("train", self.sample_cache_dir)
 
     def _clip_paths(self, split: str) -> list[Path]:
         value = self.paths[split]
         if value is None:
-            from salightning.data.samples import sample_video_dir
-
             rank_zero_info(f"{split}: using the built-in sample clips (set `{split}` to use your own)")
             return find_sequences([sample_video_dir(split, self.sample_cache_dir)], split)
         return find_sequences([value] if isinstance(value, str) else list(value), split)
@@ -513,7 +254,7 @@ class VideoSRDataModule(_BaseSRDataModule):
                     f"{where}: frames are {clip.height}x{clip.width}, smaller than {what}={need}; "
                     f"use a smaller {what} or leave the clip out"
                 )
-        _warn_alpha([f for clip in clips for f in clip.alpha_frames])
+        warn_alpha([f for clip in clips for f in clip.alpha_frames])
         return clips
 
     def _split_clips(self) -> dict[str, list[FrameFolder | VideoFile]]:
@@ -537,7 +278,7 @@ class VideoSRDataModule(_BaseSRDataModule):
     # -- datasets ------------------------------------------------------------------------------
 
     def setup(self, stage: str | None = None) -> None:
-        needed = [s for s in _STAGE_SPLITS.get(stage, ("train", "val", "test")) if s not in self.datasets]
+        needed = [s for s in self.splits_of(stage) if s not in self.datasets]
         clips: dict[str, list[FrameFolder | VideoFile]] = {}
         if "train" in needed or "val" in needed:
             clips.update(self._split_clips())
@@ -569,5 +310,5 @@ class VideoSRDataModule(_BaseSRDataModule):
         ``upsample_input`` and ``upsample_on="accelerator"``; otherwise return the batch unchanged."""
         lr, hr = batch["lr"], batch["hr"]
         if self.upsample_input and self.upsample_on == "accelerator" and lr.shape[-2:] != hr.shape[-2:]:
-            batch["lr"] = _quantize(imresize(lr, float(self.scale)), self.quantize_lr)
+            batch["lr"] = to_lr_levels(imresize(lr, float(self.scale)), self.quantize_lr)
         return batch
