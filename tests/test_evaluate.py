@@ -21,7 +21,7 @@ from salightning.evaluate import (
     CAPTION_HEIGHT,
     FIGURE_PADDING,
     EvaluationResults,
-    _default_test_sets,
+    default_test_sets,
     main as evaluate_main,
     comparison_figure,
     evaluate_checkpoints,
@@ -243,8 +243,8 @@ def test_video_test_set_averages_over_all_frames(files):
     write_video((frames * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy(), files["root"] / "clip0.mp4")
     res_mp4 = evaluate_checkpoints([files["a"]], {"mp4": files["root"] / "clip0.mp4"}, lpips=None, device="cpu")
     assert res_mp4.row("model_a", "mp4").n_images == 4
-    assert list(_default_test_sets([generator])) == ["samples", "sample_clips"]
-    assert list(_default_test_sets([load_generator(files["a"])])) == ["samples"]
+    assert list(default_test_sets([generator])) == ["samples", "sample_clips"]
+    assert list(default_test_sets([load_generator(files["a"])])) == ["samples"]
 
 
 def test_comparison_figure(files, monkeypatch, tmp_path):
