@@ -241,10 +241,11 @@ def check_devices(devices: int, device: str) -> None:
 MEMMAP_MIB = 64
 
 
-def write_png(image: np.ndarray, path: str | os.PathLike, compress_level: int = 6, strip_bytes: int = 4 << 20) -> None:
+def write_png(image: np.ndarray, path: str | os.PathLike, compress_level: int = 6, strip_bytes: int = 1 << 20) -> None:
     """Write an 8-bit image as PNG a strip of rows at a time, so no copy of the whole image is made
-    (Pillow converts RGB to 4 bytes per pixel first). Each row gets the PNG filter (None, Sub, Up or
-    Paeth) with the smallest sum of absolute residuals, the heuristic libpng recommends.
+    (Pillow first converts RGB to 4 bytes per pixel). Every row uses PNG's Up filter (the
+    difference to the row above): on photos it compresses as well as Pillow's default at a
+    fraction of the cost of choosing a filter per row.
 
     Shape:
         - image: :math:`(H, W, C)` ``uint8`` with ``C`` 1 (grey), 3 (RGB) or 4 (RGBA); may be a ``numpy.memmap``.
@@ -262,25 +263,16 @@ def write_png(image: np.ndarray, path: str | os.PathLike, compress_level: int = 
     with open(path, "wb") as handle:
         handle.write(b"\x89PNG\r\n\x1a\n")
         chunk(handle, b"IHDR", struct.pack(">IIBBBBB", width, height, 8, {1: 0, 3: 2, 4: 6}[channels], 0, 0, 0))
-        previous = np.zeros((1, row_bytes), np.int16)
+        previous = np.zeros((1, row_bytes), np.uint8)
         for top in range(0, height, strip):
-            rows = np.asarray(image[top : top + strip]).reshape(-1, row_bytes).astype(np.int16)
-            up = np.concatenate([previous, rows[:-1]])
-            left = np.pad(rows, ((0, 0), (channels, 0)))[:, :row_bytes]
-            up_left = np.pad(up, ((0, 0), (channels, 0)))[:, :row_bytes]
-            p = left + up - up_left
-            pa, pb, pc = np.abs(p - left), np.abs(p - up), np.abs(p - up_left)
-            paeth = np.where((pa <= pb) & (pa <= pc), left, np.where(pb <= pc, up, up_left))
-            residuals = np.stack([rows, rows - left, rows - up, rows - paeth]) & 0xFF  # filters 0, 1, 2, 4
-            cost = np.abs(residuals.astype(np.uint8).view(np.int8).astype(np.int32)).sum(axis=2)
-            choice = cost.argmin(axis=0)
+            rows = np.asarray(image[top : top + strip]).reshape(-1, row_bytes)
             filtered = np.empty((rows.shape[0], row_bytes + 1), np.uint8)
-            filtered[:, 0] = np.array([0, 1, 2, 4], np.uint8)[choice]
-            filtered[:, 1:] = residuals[choice, np.arange(rows.shape[0])]
+            filtered[:, 0] = 2  # Up
+            np.subtract(rows, np.concatenate([previous, rows[:-1]]), out=filtered[:, 1:])  # wraps modulo 256, as PNG wants
             data = compressor.compress(filtered.tobytes())
             if data:
                 chunk(handle, b"IDAT", data)
-            previous = rows[-1:]
+            previous = rows[-1:].copy()
         chunk(handle, b"IDAT", compressor.flush())
         chunk(handle, b"IEND", b"")
 
@@ -363,6 +355,7 @@ def super_resolve_images(
             except BaseException:
                 backing.unlink(missing_ok=True)
                 raise
+            del lr  # not held while the PNG is written
             yield SRImage(out / f"{path.stem}.png", pixels, backing)
         else:
             pending.append((path, lr))
