@@ -156,12 +156,14 @@ def video_settings(path: str | Path) -> dict[str, Any]:
         codec = ENCODERS.get(stream.codec_context.name, "libx264")
         if codec not in av.codecs_available:
             codec = "libx264"
-        crf = None
+        pattern = re.compile(rb"crf=([0-9]+(?:\.[0-9]+)?)")
+        # x265 writes its settings in the stream's extradata (MP4), x264 in its first packet
+        found = pattern.search(bytes(stream.codec_context.extradata or b""))
         for n, packet in enumerate(container.demux(stream)):
-            found = re.search(rb"crf=([0-9]+(?:\.[0-9]+)?)", bytes(packet))
-            if found or n >= 2:  # x264 / x265 write their settings in the first packet
-                crf = round(float(found.group(1))) if found else None
+            if found or n >= 2:
                 break
+            found = pattern.search(bytes(packet))
+        crf = round(float(found.group(1))) if found else None
         audio = path if any(a.codec_context.name in MP4_AUDIO for a in container.streams.audio) else None
     return {"fps": fps, "codec": codec, "crf": crf, "audio": audio}
 
@@ -189,6 +191,8 @@ class VideoWriter:
         options = {"crf": str(crf)} if codec in CRF_ENCODERS else {}
         if codec == "libx264":
             options["preset"] = "medium"
+        if codec == "libx265":
+            options["x265-params"] = "log-level=error"  # x265 prints its settings to stderr otherwise
         if codec == "libvpx-vp9":
             options["b"] = "0"  # constant quality
         self._stream.options = options
