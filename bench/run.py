@@ -219,6 +219,9 @@ def data_figures(fig: Figures, sizes: Sizes, threads: int, device: str, step_per
         fig.add(f"{name}_vs_step_consumption_ratio", rate / consumed,
                 f"{rate:.1f} samples/s of one worker vs {consumed:.2f} samples/s that stage-2 steps consume "
                 f"({clock} time); workers needed to keep up: {math.ceil(consumed / rate)}")
+    fig.add("data_onthefly_cached_dataloader_2_workers_samples_per_s", r["on_the_fly_cached_2_workers"],
+            "the cached on-the-fly crops through a DataLoader with 2 worker processes, batch 16, per wall second "
+            f"(on {os.cpu_count()} cores shared with this run)")
     fig.add("imresize_vs_interpolate_time_ratio", r["down_ratio"],
             f"MATLAB imresize x4 down {r['imresize_down_ms']:.1f} ms vs F.interpolate(antialias) "
             f"{r['interpolate_down_ms']:.1f} ms on 2040x1356; target <= 2")
