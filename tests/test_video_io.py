@@ -159,3 +159,17 @@ def test_codec_and_crf_can_be_overridden(vsr, photos, tmp_path):
     settings = video_settings(tmp_path / "out.mp4")
     assert settings["codec"] == "libx265" and settings["crf"] == 30
     assert len(VideoFile(tmp_path / "out.mp4")) == 4
+
+
+def test_a_folder_of_videos_gives_each_its_frames_and_video(vsr, photos, tmp_path):
+    from salightning.data.video import write_video
+
+    (tmp_path / "in").mkdir()
+    for name, shift in (("a", 0), ("b", 7)):
+        frames = [(photos[0][:, 60 + shift + t : 84 + shift + t, 90 + 2 * t : 122 + 2 * t].permute(1, 2, 0) * 255).round().byte().numpy() for t in range(3)]
+        write_video(np.stack(frames), tmp_path / "in" / f"{name}.mp4")
+    written = predict_path(vsr, tmp_path / "in", tmp_path / "out", tile=0)
+    assert sorted(p.relative_to(tmp_path / "out").as_posix() for p in written) == sorted(
+        [f"{n}/frame_{t:05d}.png" for n in "ab" for t in range(3)] + ["a_sr.mp4", "b_sr.mp4"]
+    )
+    assert len(VideoFile(tmp_path / "out" / "b_sr.mp4")) == 3
