@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from salightning.checkpoint_io import CHECKSUM_KEY, save_atomically, tensor_digest
 from salightning.paths import check_output_not_inside, remove_outputs, resolve_path, write_error
-from salightning.tiling import check_tiling, tile_grid, tiled_forward, tiled_forward_uint8, tiled_forward_uint8_batch
+from salightning.tiling import check_tiling, tiled_forward, tiled_forward_uint8, tiled_forward_uint8_batch
 from salightning.video_io import ClipDecodeError
 from salightning.weights import load_state_dict_file
 
