@@ -26,7 +26,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from salightning.data import ImageSRDataModule, imresize, read_image
+from salightning.data import ImageSRDataModule, read_image
+from salightning.ops import imresize
 from salightning.data.io import decode_image
 from salightning.data.samples import SAMPLE_IMAGES, skimage_data_dir
 
@@ -84,6 +85,20 @@ def samples_per_second(dm: ImageSRDataModule, samples: int) -> tuple[float, floa
     return len(keys) / (time.perf_counter() - wall), len(keys) / (time.process_time() - cpu)
 
 
+def loader_samples_per_second(dm: ImageSRDataModule) -> float:
+    """Samples per wall second of a whole epoch of ``dm``'s training DataLoader (its workers
+    started, the first batch waited for, before the clock starts)."""
+    dm.setup("fit")
+    batches = iter(dm.train_dataloader())
+    first = next(batches)
+    count, start = 0, time.perf_counter()
+    for batch in batches:
+        count += len(batch["hr"])
+    seconds = time.perf_counter() - start
+    del first
+    return count / seconds
+
+
 def best_time(fn: Callable[[], object], repeats: int = 7) -> float:
     """Minimum wall time of ``fn`` in seconds over ``repeats`` runs, after one warm-up run."""
     fn()
@@ -100,7 +115,8 @@ def measure(samples: int = 60, threads: int = 1, images: int = 4) -> dict[str, f
 
     ``images``: DIV2K-sized PNGs made for (a) (each gives 8 sub-images of 480x480 for (b)).
     Keys: ``on_the_fly`` (a), ``on_the_fly_cached`` (a, HR images read from the decoded-image
-    cache), ``paired`` (b), ``on_the_fly_480`` (samples/s of wall time), the
+    cache), ``on_the_fly_cached_2_workers`` (the cached crops through a DataLoader with 2 worker
+    processes, batch 16, samples per wall second), ``paired`` (b), ``on_the_fly_480`` (samples/s of wall time), the
     same with ``_cpu`` (samples per CPU second of this process: steadier on a shared CPU), ``decode_ms``
     (Pillow decoding of one 2040x1356 PNG), ``imresize_down_ms``, ``interpolate_down_ms``,
     ``down_ratio`` (c), ``imresize_up_ms``, ``interpolate_up_ms``, ``up_ratio``.
@@ -130,6 +146,8 @@ def measure(samples: int = 60, threads: int = 1, images: int = 4) -> dict[str, f
             cached = ImageSRDataModule(train_hr=str(tmp / "div2k"), decode_cache=True, **common)
             samples_per_second(cached, samples)
             out["on_the_fly_cached"], out["on_the_fly_cached_cpu"] = samples_per_second(cached, samples)
+            loader_case = {**common, "num_workers": 2, "samples_per_epoch": max(64, 2 * samples)}
+            out["on_the_fly_cached_2_workers"] = loader_samples_per_second(ImageSRDataModule(train_hr=str(tmp / "div2k"), decode_cache=True, **loader_case))
         finally:
             if previous is None:
                 del os.environ["SALIGHTNING_CACHE_DIR"]
@@ -162,6 +180,8 @@ def main() -> None:
     r = measure(args.samples, args.threads, args.images)
     print("samples/s of wall time (per CPU second)")
     print(f"(a) on-the-fly x4 crops from 2040x1356 PNGs : {r['on_the_fly']:7.1f} ({r['on_the_fly_cpu']:.1f})")
+    print(f"    the same from the decode cache, 1 worker: {r['on_the_fly_cached']:7.1f} ({r['on_the_fly_cached_cpu']:.1f})")
+    print(f"    the same, cached, DataLoader 2 workers  : {r['on_the_fly_cached_2_workers']:7.1f} (per wall s)")
     print(f"(b) paired crops from 480x480 sub-images    : {r['paired']:7.1f} ({r['paired_cpu']:.1f})  (target >= 20)")
     print(f"    on-the-fly x4 crops from 480x480 HR      : {r['on_the_fly_480']:7.1f} ({r['on_the_fly_480_cpu']:.1f})")
     print(f"    Pillow decoding one 2040x1356 PNG        : {r['decode_ms']:7.1f} ms (bounds (a))")

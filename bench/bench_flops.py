@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from salightning.data import imresize
+from salightning.ops import imresize
 from salightning.models import RRDBNet
 
 from bench_module import SCALE, photo_crops

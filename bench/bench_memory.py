@@ -103,7 +103,8 @@ class PeakMemory:
 
 def _real_image(size: int) -> torch.Tensor:
     """(1, 3, size, size): a real photo (scikit-image's astronaut, 512x512), MATLAB-resized if needed."""
-    from salightning.data import imresize, read_image
+    from salightning.data import read_image
+    from salightning.ops import imresize
     from salightning.data.samples import sample_image_paths
 
     photo = read_image(sample_image_paths("train")[0])
@@ -133,7 +134,7 @@ def child_tiled(lr_size: int, tile: int, overlap: int, blocks: int, device: str)
 def _video_batch(batch: int) -> dict[str, Any]:
     """{"lr": (B, 5, 3, 128, 128) bicubic-upsampled LR frames, "hr": (B, 3, 128, 128) centre frames}:
     each sample a 5-frame pan (3 px per frame) across a real photo."""
-    from salightning.data import imresize
+    from salightning.ops import imresize
 
     from bench_module import HR_SIZE, SCALE, photo_crops
 

@@ -76,7 +76,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from salightning.data import imresize, read_image
+from salightning.data import read_image
+from salightning.ops import imresize
 from salightning.data.samples import sample_image_paths
 from salightning.edges import Canny, LocalVariance
 from salightning.losses import AdversarialLoss, PerceptualLoss, SAPixelLoss

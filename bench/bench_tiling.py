@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from salightning.data.image import read_image
+from salightning.data.io import read_image
 from salightning.data.samples import skimage_data_dir
 from salightning.models import RRDBNet
 from salightning.checkpoints import load_pretrained

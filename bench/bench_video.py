@@ -34,9 +34,9 @@ def _peak_rss_mib() -> float:
 def _child(frames: int, height: int, width: int) -> None:
     import torch
 
-    from salightning.data.image import read_image
+    from salightning.data.io import read_image
     from salightning.data.samples import skimage_data_dir
-    from salightning.data.video import write_video
+    from salightning.data.io import write_video
     from salightning.models import RRDBNet
     from salightning.checkpoints import load_pretrained
     from salightning.predict import predict_path

@@ -1,6 +1,6 @@
 """Run every benchmark, print one line per figure and write them to bench/results.json.
 
-    python bench/run.py [--quick] [--device cpu|cuda] [--threads 1] [--out PATH]
+    python bench/run.py [--quick] [--device cpu|cuda] [--threads 1] [--out PATH] [--only PIECE ...]
 
 Each figure is a ratio (or an absolute figure beside one) measured in this run, so it holds on
 a noisy shared machine; each line gives the absolute times behind it and the device. The
@@ -18,6 +18,7 @@ options and tables):
                    each in a fresh process
   bench_tiling.py  tiled (default tiles) vs untiled time on 512x512 and 427x640 photos, the grid used
   bench_video.py   streaming video predict: peak RSS and frames/s at 10 / 60 / 250 frames
+  bench_predict_memory.py  image predict: peak RSS at 1500^2 / 3000^2 / 6000^2 inputs vs the 8-bit output
 
 On a CPU, step-time ratios are ratios of the minimum CPU seconds of this process per batch over
 the timed batches (with one torch thread the CPU time is the work done; it barely stretches when
@@ -62,6 +63,7 @@ import bench_edges  # noqa: E402
 import bench_flops  # noqa: E402
 import bench_memory  # noqa: E402
 import bench_module  # noqa: E402
+import bench_predict_memory  # noqa: E402
 import bench_tiling  # noqa: E402
 import bench_video  # noqa: E402
 
@@ -217,6 +219,9 @@ def data_figures(fig: Figures, sizes: Sizes, threads: int, device: str, step_per
         fig.add(f"{name}_vs_step_consumption_ratio", rate / consumed,
                 f"{rate:.1f} samples/s of one worker vs {consumed:.2f} samples/s that stage-2 steps consume "
                 f"({clock} time); workers needed to keep up: {math.ceil(consumed / rate)}")
+    fig.add("data_onthefly_cached_dataloader_2_workers_samples_per_s", r["on_the_fly_cached_2_workers"],
+            "the cached on-the-fly crops through a DataLoader with 2 worker processes, batch 16, per wall second "
+            f"(on {os.cpu_count()} cores shared with this run)")
     fig.add("imresize_vs_interpolate_time_ratio", r["down_ratio"],
             f"MATLAB imresize x4 down {r['imresize_down_ms']:.1f} ms vs F.interpolate(antialias) "
             f"{r['interpolate_down_ms']:.1f} ms on 2040x1356; target <= 2")
@@ -272,12 +277,26 @@ def memory_figures(fig: Figures, sizes: Sizes, threads: int, device: str) -> Non
                     f"slope between batches {sorted(batches)[-2:]}")
 
 
+def image_memory_figures(fig: Figures, quick: bool) -> None:
+    for r in bench_predict_memory.measure((256, 512) if quick else (1500, 3000, 6000)):  # the shuffle generator: predict's own memory
+        fig.add(f"image_predict_peak_rss_mib_{r['size']}", r["peak_rss_mib"],
+                f"predict of a {r['size']}^2 photo mosaic (x4, 1x1 conv + pixel shuffle generator, tile 256), fresh process; "
+                f"8-bit output {r['output_mib']:.0f} MiB, RSS before it {r['before_mib']:.0f} MiB")
+        fig.add(f"image_predict_rss_growth_vs_output_ratio_{r['size']}", r["growth_vs_output"],
+                "(peak RSS - RSS after a warm-up predict) / 8-bit output size (issue 15 target <= 1.5)")
+
+
+#: The pieces --only can choose, in the order they run.
+PIECES = ("module", "flops", "edges", "data", "tiled", "tile_grid", "video", "image_memory", "memory")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="CI smoke test: tiny sizes, no compilation")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 keeps a shared CPU steady)")
     parser.add_argument("--out", type=Path, help="JSON output (default bench/results.json, bench/results_quick.json with --quick)")
+    parser.add_argument("--only", nargs="+", choices=PIECES, default=list(PIECES), help="run only these pieces (figures that need the module step's time use it only when module runs)")
     args = parser.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is available")
@@ -290,14 +309,27 @@ def main() -> None:
     print(f"salightning benchmarks{' (quick)' if args.quick else ''} on {where}; torch {torch.__version__}, "
           f"{args.threads} torch thread(s); load average {loadavg()}", flush=True)
     fig = Figures(args.device)
-    step_per_image = module_figures(fig, sizes, args.threads, args.device)
-    flops_figures(fig, sizes, args.threads, args.device, step_per_image)
-    edges_figures(fig, sizes, args.device, step_per_image)
-    data_figures(fig, sizes, args.threads, args.device, step_per_image)
-    tiled_figures(fig, sizes, args.threads, args.device)
-    tile_grid_figures(fig, args.threads)
-    video_figures(fig, args.quick)
-    memory_figures(fig, sizes, args.threads, args.device)
+    only = set(args.only)
+    if {"flops", "edges", "data"} & only and "module" not in only:
+        parser.error("--only flops / edges / data compare with the module step: add module")
+    if "module" in only:
+        step_per_image = module_figures(fig, sizes, args.threads, args.device)
+    if "flops" in only:
+        flops_figures(fig, sizes, args.threads, args.device, step_per_image)
+    if "edges" in only:
+        edges_figures(fig, sizes, args.device, step_per_image)
+    if "data" in only:
+        data_figures(fig, sizes, args.threads, args.device, step_per_image)
+    if "tiled" in only:
+        tiled_figures(fig, sizes, args.threads, args.device)
+    if "tile_grid" in only:
+        tile_grid_figures(fig, args.threads)
+    if "video" in only:
+        video_figures(fig, args.quick)
+    if "image_memory" in only:
+        image_memory_figures(fig, args.quick)
+    if "memory" in only:
+        memory_figures(fig, sizes, args.threads, args.device)
 
     seconds = time.perf_counter() - start
     fig.values.update({

@@ -20,7 +20,7 @@ import re
 import signal
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from jsonargparse import Namespace
@@ -336,29 +336,11 @@ def _choose_strategy(trainer: Namespace, gan: bool, world: int) -> None:
 def _predict_main(argv: list[str]) -> None:
     from jsonargparse import ArgumentParser
 
-    from salightning.export import load_for_predict
-    from salightning.checkpoints import TRUST_HELP
-    from salightning.predict import predict_path
+    from salightning.predict import add_arguments, main as predict_main
 
     parser = ArgumentParser(prog="salightning predict", description="Super-resolve an image, a folder of images, or a video with a checkpoint.")
-    parser.add_argument("--ckpt_path", type=str, required=True, help="checkpoint written by `salightning fit`, or a file written by `salightning export`")
-    parser.add_argument("--generator", type=Optional[str], default=None, help="class path of the generator of an exported .pth (safetensors exports name it)")
-    parser.add_argument("--generator_init_args", type=Optional[dict], default=None, help="the generator's init args for --generator, e.g. '{scale: 4}'")
-    parser.add_argument("--input", type=str, required=True, help="an image, a folder of images, a folder of frames, or a video file")
-    parser.add_argument("--output", type=str, required=True, help="output folder (created; inputs are never overwritten)")
-    parser.add_argument("--tile", type=int, default=256, help="tiles hold at most tile x tile input pixels (the fewest equal tiles that cover the input are used), 0 = no tiling")
-    parser.add_argument("--tile_overlap", type=int, default=32, help="least overlap between neighbouring tiles in input pixels (even)")
-    parser.add_argument("--tile_batch", type=int, default=4, help="tiles run through the generator at once")
-    parser.add_argument("--no_ema", action="store_true", help="use the raw generator even if the checkpoint has an EMA one")
-    parser.add_argument("--device", type=str, default="auto", help="cpu, cuda, cuda:1, ... (auto: cuda if available)")
-    parser.add_argument("--trust_module", type=str, nargs="+", default=[], help=TRUST_HELP)
-    args = parser.parse_args(argv)
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    generator = load_for_predict(
-        args.ckpt_path, args.generator, args.generator_init_args, use_ema=not args.no_ema, map_location=device, trusted_modules=args.trust_module
-    )
-    written = predict_path(generator, args.input, args.output, tile=args.tile, overlap=args.tile_overlap, tile_batch=args.tile_batch)
-    print(f"wrote {len(written)} file(s) to {Path(args.output).resolve()}")
+    add_arguments(parser)
+    predict_main(parser.parse_args(argv))
 
 
 def _export_main(argv: list[str]) -> None:

@@ -123,6 +123,12 @@ def owned_ranges(starts: tuple[int, ...], size: int, length: int) -> list[tuple[
     return [(cuts[i], cuts[i + 1]) for i in range(len(starts))]
 
 
+def param_dtype(generator: nn.Module) -> torch.dtype:
+    """The floating dtype of ``generator``'s weights (``float32`` without floating weights): the
+    dtype its input is cast to, so a generator cast to ``bfloat16`` / ``float16`` runs in it."""
+    return next((p.dtype for p in generator.parameters() if p.is_floating_point()), torch.float32)
+
+
 def _tiles(generator: nn.Module, x: Tensor, grid: TileGrid, tile_batch: int) -> Iterator[tuple[tuple[int, int, int, int], Tensor]]:
     # Yields ((y0, y1, x0, x1) in input pixels, the SR of that region) for each tile, batch by batch.
     factor = 1 if getattr(generator, "input_upsampled", False) else int(getattr(generator, "scale", 1))
@@ -130,9 +136,10 @@ def _tiles(generator: nn.Module, x: Tensor, grid: TileGrid, tile_batch: int) -> 
     cols = list(zip(grid.lefts, owned_ranges(grid.lefts, grid.tile_w, grid.width)))
     jobs = [(top, ys, left, xs) for top, ys in rows for left, xs in cols]
     b = x.shape[0]
+    dtype = param_dtype(generator)
     for i in range(0, len(jobs), tile_batch):
         chunk = jobs[i : i + tile_batch]
-        patches = torch.cat([x[..., top : top + grid.tile_h, left : left + grid.tile_w] for top, _, left, _ in chunk])
+        patches = torch.cat([x[..., top : top + grid.tile_h, left : left + grid.tile_w] for top, _, left, _ in chunk]).to(dtype)
         sr = generator(patches)
         for j, (top, (y0, y1), left, (x0, x1)) in enumerate(chunk):
             region = sr[j * b : (j + 1) * b, ..., (y0 - top) * factor : (y1 - top) * factor, (x0 - left) * factor : (x1 - left) * factor]
@@ -160,7 +167,7 @@ def tiled_forward(generator: nn.Module, x: Tensor, tile: int = 128, overlap: int
     check_tiling(tile, overlap, tile_batch)
     grid = tile_grid(x.shape[-2], x.shape[-1], tile, overlap)
     if grid.num_tiles == 1:
-        return generator(x)
+        return generator(x.to(param_dtype(generator)))
     out: Tensor | None = None
     factor = 1 if getattr(generator, "input_upsampled", False) else int(getattr(generator, "scale", 1))
     for (y0, y1, x0, x1), region in _tiles(generator, x, grid, tile_batch):
@@ -204,16 +211,34 @@ def tiled_forward_uint8(
         - x: :math:`(1, C, h, w)` or :math:`(1, T, C, H, W)`.
         - Output: :math:`(h \\cdot s, w \\cdot s, C)`.
     """
-    check_tiling(tile, overlap, tile_batch)
     if x.shape[0] != 1:
         raise ValueError(f"tiled_forward_uint8 takes one image (batch of 1); got a batch of {x.shape[0]}")
+    return tiled_forward_uint8_batch(generator, x, tile, overlap, tile_batch, None if out is None else out[None])[0]
+
+
+@torch.no_grad()
+def tiled_forward_uint8_batch(
+    generator: nn.Module, x: Tensor, tile: int = 256, overlap: int = 32, tile_batch: int = 4, out: np.ndarray | None = None
+) -> np.ndarray:
+    """:func:`tiled_forward_uint8` for a batch of equal-size images: the batch runs through the
+    generator together, tile by tile.
+
+    Args:
+        out: the ``(B, H, W, C)`` ``uint8`` array to write into; allocated when ``None``.
+
+    Shape:
+        - x: :math:`(B, C, h, w)` or :math:`(B, T, C, H, W)`.
+        - Output: :math:`(B, h \\cdot s, w \\cdot s, C)`.
+    """
+    check_tiling(tile, overlap, tile_batch)
     grid = tile_grid(x.shape[-2], x.shape[-1], tile, overlap)
     factor = 1 if getattr(generator, "input_upsampled", False) else int(getattr(generator, "scale", 1))
     for (y0, y1, x0, x1), region in _tiles(generator, x, grid, tile_batch):
+        shape = (x.shape[0], grid.height * factor, grid.width * factor, region.shape[-3])
         if out is None:
-            out = np.empty((grid.height * factor, grid.width * factor, region.shape[-3]), dtype=np.uint8)
-        elif out.shape != (grid.height * factor, grid.width * factor, region.shape[-3]) or out.dtype != np.uint8:
-            raise ValueError(f"out is {out.dtype} {tuple(out.shape)}; this input needs uint8 {(grid.height * factor, grid.width * factor, region.shape[-3])}")
-        out[y0:y1, x0:x1] = to_uint8(region[0]).cpu().numpy()
+            out = np.empty(shape, dtype=np.uint8)
+        elif out.shape != shape or out.dtype != np.uint8:
+            raise ValueError(f"out is {out.dtype} {tuple(out.shape)}; this input needs uint8 {shape}")
+        out[:, y0:y1, x0:x1] = to_uint8(region).cpu().numpy()
     assert out is not None
     return out

@@ -18,7 +18,9 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from salightning.data.video import FrameFolder, VideoFile, reflect_index
+from salightning.data.io import FrameFolder, VideoFile
+from salightning.data.transforms import reflect_index
+from salightning.ops import imresize, quantize_8bit
 from salightning.tiling import check_tiling, tiled_forward, to_uint8
 
 
@@ -89,7 +91,6 @@ def stream_super_resolve(
         - frames: each :math:`(C, h, w)` in [0, 1].
         - Output: each :math:`(C, h \\cdot s, w \\cdot s)` in [0, 1], on the generator's device.
     """
-    from salightning.data.imresize import imresize
 
     check_tiling(tile, overlap, tile_batch)
     device = next(generator.parameters()).device
@@ -105,7 +106,7 @@ def stream_super_resolve(
         nonlocal read
         frame = next(source)[None].to(device)
         if upsample:
-            frame = (imresize(frame, scale).clamp(0, 1) * 255).round() / 255
+            frame = quantize_8bit(imresize(frame, scale))
         window.append((read, frame[0]))
         read += 1
 
@@ -120,24 +121,109 @@ def stream_super_resolve(
         yield tiled_forward(generator, x, tile, overlap, tile_batch).clamp(0, 1)[0]
 
 
+#: Input codec -> the encoder its SR video is written with (others: libx264).
+ENCODERS = {"h264": "libx264", "hevc": "libx265", "vp9": "libvpx-vp9", "av1": "libsvtav1", "mpeg4": "mpeg4"}
+#: Encoders that take a ``crf`` option.
+CRF_ENCODERS = ("libx264", "libx265", "libvpx-vp9", "libsvtav1")
+#: Audio codecs an MP4 file can carry, copied packet by packet.
+MP4_AUDIO = ("aac", "mp3", "opus", "ac3", "eac3", "alac", "flac")
+DEFAULT_CRF = 12  # visually lossless with x264
+
+
+def check_encoder(codec: str) -> None:
+    """Raise a ``ValueError`` naming ``--video_codec`` unless PyAV can encode video with ``codec``."""
+    import av
+
+    try:
+        found = av.codec.Codec(codec, "w").type == "video"
+    except Exception:  # PyAV raises its own UnknownCodecError
+        found = False
+    if not found:
+        raise ValueError(f"--video_codec {codec}: PyAV has no video encoder of that name here; try libx264, libx265 or libvpx-vp9")
+
+
+def video_settings(path: str | Path) -> dict[str, Any]:
+    """What the SR video copies from the input video ``path``: ``fps`` (the average frame rate),
+    ``codec`` (the encoder for the input's codec, libx264 when there is none), ``crf`` (the
+    x264 / x265 CRF recorded in the stream's encoder-settings SEI, ``None`` when absent) and
+    ``audio`` (``path`` when it has an audio stream an MP4 can hold, else ``None``)."""
+    import re
+
+    import av
+
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        fps = stream.average_rate or 25
+        codec = ENCODERS.get(stream.codec_context.name, "libx264")
+        if codec not in av.codecs_available:
+            codec = "libx264"
+        pattern = re.compile(rb"crf=([0-9]+(?:\.[0-9]+)?)")
+        # x265 writes its settings in the stream's extradata (MP4), x264 in its first packet
+        found = pattern.search(bytes(stream.codec_context.extradata or b""))
+        for n, packet in enumerate(container.demux(stream)):
+            if found or n >= 2:
+                break
+            found = pattern.search(bytes(packet))
+        crf = round(float(found.group(1))) if found else None
+        audio = path if any(a.codec_context.name in MP4_AUDIO for a in container.streams.audio) else None
+    return {"fps": fps, "codec": codec, "crf": crf, "audio": audio}
+
+
 class VideoWriter:
-    """Encode RGB frames one at a time as H.264 (yuv420p, odd rows/columns cropped).
+    """Encode RGB frames one at a time (yuv420p, odd rows/columns cropped), with the audio of
+    another file copied packet by packet beside them.
 
     Args:
         path: the output file.
         fps: frame rate (``int`` or ``Fraction``).
-        crf: x264 quality (12 is visually lossless).
+        crf: quality for encoders that take one (12 is visually lossless with x264).
+        codec: the video encoder (a PyAV codec name).
+        audio: a file whose first audio stream is copied (up to the video's length), or ``None``.
     """
 
-    def __init__(self, path: str | Path, fps: Any = 25, crf: int = 12) -> None:
+    def __init__(self, path: str | Path, fps: Any = 25, crf: int = DEFAULT_CRF, codec: str = "libx264", audio: str | Path | None = None) -> None:
         import av
 
         self.path = Path(path)
+        self.fps = fps
         self._container = av.open(str(self.path), mode="w")
-        self._stream = self._container.add_stream("libx264", rate=fps)
+        self._stream = self._container.add_stream(codec, rate=fps)
         self._stream.pix_fmt = "yuv420p"
-        self._stream.options = {"crf": str(crf), "preset": "medium"}
+        options = {"crf": str(crf)} if codec in CRF_ENCODERS else {}
+        if codec == "libx264":
+            options["preset"] = "medium"
+        if codec == "libx265":
+            options["x265-params"] = "log-level=error"  # x265 prints its settings to stderr otherwise
+        if codec == "libvpx-vp9":
+            options["b"] = "0"  # constant quality
+        self._stream.options = options
+        self._frames = 0
+        self._audio_in = self._audio_out = self._packets = None
+        if audio is not None:
+            self._audio_in = av.open(str(audio))
+            source = self._audio_in.streams.audio[0]
+            self._audio_out = self._container.add_stream_from_template(source)
+            self._packets = self._audio_in.demux(source)
+        self._pending: Any = None
         self._started = False
+
+    def _mux_audio(self, until: float) -> None:
+        # Copy audio packets that start before `until` seconds, interleaved with the video.
+        if self._packets is None:
+            return
+        while True:
+            packet = self._pending if self._pending is not None else next(self._packets, None)
+            self._pending = None
+            if packet is None:
+                self._packets = None
+                return
+            if packet.pts is None:
+                continue
+            if float(packet.pts * packet.time_base) >= until:
+                self._pending = packet
+                return
+            packet.stream = self._audio_out
+            self._container.mux(packet)
 
     def write(self, frame: np.ndarray) -> None:
         """Encode one (H, W, 3) uint8 frame."""
@@ -149,13 +235,20 @@ class VideoWriter:
             self._started = True
         for packet in self._stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame[:h, :w]), format="rgb24")):
             self._container.mux(packet)
+        self._frames += 1
+        self._mux_audio(self._frames / float(self.fps))
 
     def close(self) -> None:
         """Flush the encoder and close the file (what was written stays playable)."""
-        if self._started:
-            for packet in self._stream.encode():
-                self._container.mux(packet)
-        self._container.close()
+        try:
+            if self._started:
+                for packet in self._stream.encode():
+                    self._container.mux(packet)
+                self._mux_audio(self._frames / float(self.fps))
+            self._container.close()
+        finally:
+            if self._audio_in is not None:
+                self._audio_in.close()
 
 
 def predict_clip(
@@ -169,6 +262,8 @@ def predict_clip(
     tile_batch: int = 4,
     progress: bool | None = None,
     written: list[Path] | None = None,
+    codec: str | None = None,
+    crf: int | None = None,
 ) -> list[Path]:
     """Stream a clip through the generator into PNG frames and/or an encoded video.
 
@@ -176,12 +271,14 @@ def predict_clip(
         generator: single-image or video generator.
         clip: the LR clip.
         frames_dir: folder for the SR frames as PNGs (``None``: no PNGs).
-        video_path: the SR video (H.264 at the input's frame rate; ``None``: no video).
+        video_path: the SR video (``None``: no video): frame rate, codec, CRF and audio from the
+            input video (:func:`video_settings`; H.264 at 25 frames/s for folders of frames).
         names: the PNGs' stems (default ``frame_NNNNN``).
         tile, overlap, tile_batch: as :func:`salightning.tiling.tiled_forward`.
         progress: show a progress bar with frames/s and ETA (``None``: when stderr is a terminal).
         written: a list each file is appended to before it is written (default: a new one), so
             that a caller can remove them after a disk error.
+        codec, crf: override the video encoder and its quality (default: from the input).
 
     Returns:
         the files written. On a frame that cannot be decoded the frames done so far are kept
@@ -196,7 +293,11 @@ def predict_clip(
         frames_dir.mkdir(parents=True, exist_ok=True)
     if video_path is not None:
         written.append(video_path)
-    writer = VideoWriter(video_path, fps=frame_rate(clip)) if video_path is not None else None
+    writer = None
+    if video_path is not None:
+        settings = video_settings(clip.path) if isinstance(clip, VideoFile) else {"fps": frame_rate(clip), "codec": "libx264", "crf": None, "audio": None}
+        crf = crf if crf is not None else settings["crf"] if settings["crf"] is not None else DEFAULT_CRF
+        writer = VideoWriter(video_path, fps=settings["fps"], crf=crf, codec=codec or settings["codec"], audio=settings["audio"])
     bar = tqdm(total=length, unit="frame", desc=clip.name, disable=None if progress is None else not progress)
     try:
         for t, sr in enumerate(stream_super_resolve(generator, iter_frames(clip), length, tile, overlap, tile_batch)):

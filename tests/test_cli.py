@@ -150,7 +150,7 @@ def image_checkpoint(tmp_path_factory) -> Path:
 @pytest.fixture()
 def clip_inputs(tmp_path, photos) -> tuple[Path, Path]:
     """The same 7-frame 32x48 clip (a pan over a real photo) as a frame folder and an MP4."""
-    from salightning.data.video import write_video
+    from salightning.data.io import write_video
 
     frames = pan_frames(photos[0], 7, 32, 48)
     folder = tmp_path / "clip"
@@ -290,7 +290,7 @@ def test_predict_an_image_with_a_fit_checkpoint(tiny_fit, lr_photo_dir, tmp_path
     assert file_digests(lr_photo_dir) == before
 
     # Same result as the generator on the decoded image (8-bit rounding apart).
-    from salightning.data.image import read_image
+    from salightning.data.io import read_image
 
     generator = load_generator(tiny_fit)
     with torch.no_grad():
@@ -313,7 +313,7 @@ def test_predict_a_folder_tiled(tiny_fit, lr_photo_dir, tmp_path, capsys):
 
 
 def test_predict_a_clip_with_a_video_generator(video_checkpoint, clip_inputs, tmp_path, capsys):
-    from salightning.data.video import VideoFile
+    from salightning.data.io import VideoFile
 
     folder, mp4 = clip_inputs
     before = (file_digests(folder), file_digests(mp4.parent))
@@ -334,8 +334,8 @@ def test_predict_a_clip_with_a_video_generator(video_checkpoint, clip_inputs, tm
 
 def test_video_generator_sees_its_neighbour_frames(video_checkpoint, clip_inputs):
     """Each output frame comes from the window t-2..t+2 (mirrored at the ends), upsampled first."""
-    from salightning.data.imresize import imresize
-    from salightning.data.video import FrameFolder
+    from salightning.ops import imresize
+    from salightning.data.io import FrameFolder
     from salightning.predict import super_resolve_clip
 
     folder, _ = clip_inputs
@@ -426,7 +426,7 @@ def test_tiling_without_overlap_shows_seams(tiny_rrdbnets, photos):
 
 
 def test_tiled_video_generator_matches_untiled(video_checkpoint, photos):
-    from salightning.data.imresize import imresize
+    from salightning.ops import imresize
 
     generator = load_generator(video_checkpoint)
     x = imresize(pan_frames(photos[0], 5, 40, 56), 4.0).clamp(0, 1)[None]  # (1, 5, 3, 160, 224)

@@ -19,12 +19,12 @@ from salightning.data import (
     VideoFile,
     VideoSRDataModule,
     dihedral,
-    imresize,
     probe_image,
     read_image,
     sample_image_paths,
     sample_video_dir,
 )
+from salightning.ops import imresize
 from salightning.data import benchmark_dataset, benchmark_lr
 from salightning.data.samples import SAMPLE_CLIPS, SAMPLE_IMAGES, skimage_data_dir
 from salightning.data.transforms import crop_to_scale, reflect_index

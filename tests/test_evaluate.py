@@ -13,8 +13,9 @@ import torch
 from PIL import Image
 
 from salightning import metrics
-from salightning.data import imresize, read_image, sample_image_paths
-from salightning.data.video import FrameFolder
+from salightning.data import read_image, sample_image_paths
+from salightning.ops import imresize
+from salightning.data.io import FrameFolder
 from salightning.edges import LocalVariance
 from salightning.evaluate import (
     BICUBIC,
@@ -237,7 +238,7 @@ def test_video_test_set_averages_over_all_frames(files):
     assert res_img.row("vsr", "crops").n_images == 2
     assert any("static clip" in n for n in res_img.notes)
     # A video file is a video test set too.
-    from salightning.data.video import write_video
+    from salightning.data.io import write_video
 
     frames = FrameFolder(files["clips"] / "clip0").read(list(range(4)))
     write_video((frames * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy(), files["root"] / "clip0.mp4")

@@ -375,7 +375,7 @@ def _photo_uint8(photos, height: int = 48, width: int = 64):
 def test_exif_orientation_is_applied_as_viewers_show_it(photos, tmp_path):
     from PIL import Image, ImageOps
 
-    from salightning.data.image import probe_image, read_image
+    from salightning.data.io import probe_image, read_image
 
     path = tmp_path / "upright.jpg"
     exif = Image.Exif()
@@ -392,7 +392,7 @@ def test_exif_orientation_is_applied_as_viewers_show_it(photos, tmp_path):
 def test_a_16_bit_rgb_tiff_keeps_16_bits(photos, tmp_path):
     import tifffile
 
-    from salightning.data.image import read_image
+    from salightning.data.io import read_image
 
     # a real photo resampled (bicubic), so its levels are finer than 8 bits
     smooth = torch.nn.functional.interpolate(photos[1][None, :, 100:132, 150:192], scale_factor=1.5, mode="bicubic")[0].clamp(0, 1)
@@ -406,7 +406,7 @@ def test_a_16_bit_rgb_tiff_keeps_16_bits(photos, tmp_path):
 def test_a_32_bit_integer_tiff_is_refused_by_name(photos, tmp_path):
     import tifffile
 
-    from salightning.data.image import read_image
+    from salightning.data.io import read_image
 
     path = tmp_path / "wide.tif"
     tifffile.imwrite(path, _photo_uint8(photos)[..., 0].astype(np.int32) * 70000)
@@ -420,7 +420,7 @@ def test_a_32_bit_integer_tiff_is_refused_by_name(photos, tmp_path):
 def test_an_animated_gif_is_refused_by_name(photos, tmp_path):
     from PIL import Image
 
-    from salightning.data.image import read_image
+    from salightning.data.io import read_image
 
     frames = [Image.fromarray(_photo_uint8(photos)), Image.fromarray(_photo_uint8(photos)[::-1].copy())]
     path = tmp_path / "pan.gif"

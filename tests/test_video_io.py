@@ -12,7 +12,7 @@ from PIL import Image
 from conftest import save_png
 
 from salightning.data.samples import sample_video_paths
-from salightning.data.video import FrameFolder, VideoFile
+from salightning.data.io import FrameFolder, VideoFile
 from salightning.models import VSRResNet
 from salightning.predict import predict_path, super_resolve_clip
 from salightning.video_io import iter_frames, stream_super_resolve
@@ -77,7 +77,7 @@ def test_a_corrupt_frame_mid_stream_keeps_the_frames_done_and_names_the_frame(vs
 
 
 def test_a_video_ending_early_keeps_the_frames_done_and_names_the_file_and_frame(vsr, photos, tmp_path, monkeypatch):
-    from salightning.data.video import write_video
+    from salightning.data.io import write_video
     from salightning.video_io import predict_clip
 
     frames = [(photos[0][:, 60 + 2 * t : 84 + 2 * t, 90 + 3 * t : 122 + 3 * t].permute(1, 2, 0) * 255).round().byte().numpy() for t in range(6)]
@@ -89,3 +89,87 @@ def test_a_video_ending_early_keeps_the_frames_done_and_names_the_file_and_frame
         predict_clip(vsr, clip, tmp_path / "out", tmp_path / "out.mp4", tile=0)
     assert len(list((tmp_path / "out").glob("*.png"))) == 4  # frames 0..3 were made before frame 6 was needed
     assert len(VideoFile(tmp_path / "out.mp4")) == 4  # the partial video was closed playable
+
+
+def _clip_with_audio(photos, path, frames: int = 8, crf: int = 20) -> float:
+    """An H.264 clip (CRF ``crf``, 29.97 frames/s) of a camera panning over a real photo, with an
+    AAC 440 Hz tone as long as the video; returns the tone's length in seconds."""
+    import fractions
+
+    import av
+
+    photo = (photos[0].permute(1, 2, 0) * 255).round().byte().numpy()
+    rate = fractions.Fraction(30000, 1001)
+    with av.open(str(path), "w") as container:
+        video = container.add_stream("libx264", rate=rate)
+        video.width, video.height, video.pix_fmt, video.options = 64, 48, "yuv420p", {"crf": str(crf)}
+        audio = container.add_stream("aac", rate=22050)
+        audio.layout = "mono"
+        for t in range(frames):
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(photo[100 + 2 * t : 148 + 2 * t, 200 + 3 * t : 264 + 3 * t]), format="rgb24")
+            for packet in video.encode(frame):
+                container.mux(packet)
+        samples = (0.3 * np.sin(2 * np.pi * 440 * np.arange(int(22050 * frames / rate)) / 22050)).astype(np.float32)
+        for start in range(0, len(samples), 1024):
+            chunk = av.AudioFrame.from_ndarray(samples[None, start : start + 1024], format="fltp", layout="mono")
+            chunk.sample_rate, chunk.pts = 22050, start
+            for packet in audio.encode(chunk):
+                container.mux(packet)
+        for stream in (video, audio):
+            for packet in stream.encode():
+                container.mux(packet)
+    return len(samples) / 22050
+
+
+def _audio(path) -> tuple[str, int, np.ndarray]:
+    import av
+
+    with av.open(str(path)) as container:
+        stream = container.streams.audio[0]
+        samples = np.concatenate([frame.to_ndarray().reshape(-1) for frame in container.decode(stream)])
+        return stream.codec_context.name, stream.codec_context.sample_rate, samples
+
+
+def test_the_sr_video_keeps_the_inputs_frame_rate_quality_and_audio(vsr, photos, tmp_path):
+    from fractions import Fraction
+
+    from salightning.video_io import video_settings
+
+    seconds = _clip_with_audio(photos, tmp_path / "clip.mp4")
+    (tmp_path / "in").mkdir()
+    (tmp_path / "clip.mp4").rename(tmp_path / "in" / "clip.mp4")
+    written = predict_path(vsr, tmp_path / "in" / "clip.mp4", tmp_path / "out", tile=0)
+    video = tmp_path / "out" / "clip_sr.mp4"
+    assert video in written
+    settings = video_settings(video)
+    assert settings["fps"] == Fraction(30000, 1001) and settings["crf"] == 20 and settings["codec"] == "libx264"
+    assert len(VideoFile(video)) == 8 and (VideoFile(video).height, VideoFile(video).width) == (192, 256)
+    codec, rate, samples = _audio(video)
+    _, _, original = _audio(tmp_path / "in" / "clip.mp4")
+    assert (codec, rate) == ("aac", 22050)
+    assert abs(len(samples) / rate - seconds) < 0.1  # the whole tone, copied
+    np.testing.assert_array_equal(samples[: len(original)], original[: len(samples)])  # packets copied, not re-encoded
+
+
+def test_codec_and_crf_can_be_overridden(vsr, photos, tmp_path):
+    from salightning.video_io import predict_clip, video_settings
+
+    _clip_with_audio(photos, tmp_path / "clip.mp4", frames=4)
+    predict_clip(vsr, VideoFile(tmp_path / "clip.mp4"), None, tmp_path / "out.mp4", tile=0, codec="libx265", crf=30)
+    settings = video_settings(tmp_path / "out.mp4")
+    assert settings["codec"] == "libx265" and settings["crf"] == 30
+    assert len(VideoFile(tmp_path / "out.mp4")) == 4
+
+
+def test_a_folder_of_videos_gives_each_its_frames_and_video(vsr, photos, tmp_path):
+    from salightning.data.io import write_video
+
+    (tmp_path / "in").mkdir()
+    for name, shift in (("a", 0), ("b", 7)):
+        frames = [(photos[0][:, 60 + shift + t : 84 + shift + t, 90 + 2 * t : 122 + 2 * t].permute(1, 2, 0) * 255).round().byte().numpy() for t in range(3)]
+        write_video(np.stack(frames), tmp_path / "in" / f"{name}.mp4")
+    written = predict_path(vsr, tmp_path / "in", tmp_path / "out", tile=0)
+    assert sorted(p.relative_to(tmp_path / "out").as_posix() for p in written) == sorted(
+        [f"{n}/frame_{t:05d}.png" for n in "ab" for t in range(3)] + ["a_sr.mp4", "b_sr.mp4"]
+    )
+    assert len(VideoFile(tmp_path / "out" / "b_sr.mp4")) == 3

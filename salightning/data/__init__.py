@@ -8,12 +8,9 @@
   (crops, degradation, augmentation), :mod:`~salightning.data.sampling` (the resumable
   sampler), :mod:`~salightning.data.base` (the shared DataModule base),
   :mod:`~salightning.data.samples` (real sample photos and clips, with no downloads).
-- :func:`imresize` (MATLAB-compatible bicubic) lives in :mod:`salightning.ops`; it is
-  re-exported here.
+- :func:`~salightning.ops.imresize` (MATLAB-compatible bicubic) is an op: :mod:`salightning.ops`.
 """
 
-# Through the compatibility module, so that ``salightning.data.imresize`` stays the function.
-from salightning.data.imresize import Imresize, imresize, resize_matrix
 from salightning.data.base import SRDataModule
 from salightning.data.image import ImageSRDataModule, ImageSRDataset, benchmark_dataset
 from salightning.data.io import FrameFolder, VideoFile, find_sequences, list_images, probe_image, read_image
@@ -42,7 +39,4 @@ __all__ = [
     "sample_image_paths",
     "sample_video_dir",
     "sample_video_paths",
-    "imresize",
-    "Imresize",
-    "resize_matrix",
 ]

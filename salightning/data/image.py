@@ -18,7 +18,6 @@ from torch.utils.data import Dataset
 from salightning._checks import check_at_least
 from salightning.data.base import SRDataModule
 from salightning.data.cache import DecodeCache
-from salightning.data.io import IMAGE_EXTENSIONS, list_images  # noqa: F401 - re-exported for callers not yet moved to data.io
 from salightning.data.io import array_to_tensor, decode_image, pair_images, probe_image, read_image, warn_alpha
 from salightning.data.samples import sample_image_paths
 from salightning.data.sampling import unpack_key

@@ -19,7 +19,6 @@ from torch.utils.data import Dataset
 
 from salightning._checks import check_at_least
 from salightning.data.base import SRDataModule
-from salightning.data.io import VIDEO_EXTENSIONS, write_video  # noqa: F401 - re-exported for callers not yet moved to data.io
 from salightning.data.io import FrameFolder, VideoFile, find_sequences, open_sequence, warn_alpha
 from salightning.data.samples import sample_video_dir
 from salightning.data.sampling import unpack_key
