@@ -41,7 +41,8 @@ def _child(size: int, generator_name: str, device: str) -> None:
     from torch import nn
 
     from salightning.data.samples import skimage_data_dir
-    from salightning.models import RRDBNet, load_pretrained
+    from salightning.models import RRDBNet
+    from salightning.checkpoints import load_pretrained
     from salightning.predict import predict_path
 
     class Shuffle(nn.Module):

@@ -41,7 +41,7 @@ _PUBLIC = {
     "load_pretrained": "salightning.checkpoints",
     "ImageSRDataModule": "salightning.data",
     "VideoSRDataModule": "salightning.data",
-    "imresize": "salightning.data",
+    "imresize": "salightning.ops",
     "SRMetrics": "salightning.metrics",
     "psnr": "salightning.metrics",
     "ssim": "salightning.metrics",

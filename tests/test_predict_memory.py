@@ -14,7 +14,8 @@ from PIL import Image
 
 from conftest import run_in_group, save_png
 
-from salightning.models import RRDBNet, load_pretrained
+from salightning.models import RRDBNet
+from salightning.checkpoints import load_pretrained
 from salightning.predict import predict_path, write_png
 from salightning.tiling import to_uint8
 

@@ -16,7 +16,8 @@ from PIL import Image
 from conftest import run_in_group, run_main, save_png
 
 from salightning.metrics import psnr
-from salightning.models import RRDBNet, load_pretrained
+from salightning.models import RRDBNet
+from salightning.checkpoints import load_pretrained
 from salightning.predict import RankSplit, predict_path
 
 SHIPPED_STAGE1 = Path(__file__).resolve().parents[1] / "salightning" / "assets" / "quickstart_psnr_x4.pth"
