@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from conftest import save_png
+from conftest import SHIPPED_STAGE1, save_png
 
 from salightning.metrics import psnr
 from salightning.models import RRDBNet, load_pretrained
 from salightning.predict import predict_path
 from salightning.tiling import owned_ranges, tile_grid, tiled_forward, tiled_forward_uint8, to_uint8
-
-SHIPPED_STAGE1 = Path(__file__).resolve().parents[1] / "salightning" / "assets" / "quickstart_psnr_x4.pth"
-
 
 @pytest.fixture(scope="module")
 def trained_tiny() -> RRDBNet:
