@@ -160,7 +160,6 @@ def test_help_lists_the_commands(capsys):
     assert code == 0 and "--tile_overlap" in out
 
 
-@pytest.mark.slow
 def test_python_dash_m_help(capsys, monkeypatch):
     # `python -m salightning` is runpy running salightning/__main__.py as __main__; doing that here
     # tests the same path without a fresh interpreter, whose Lightning imports alone took 10-40 s
