@@ -44,6 +44,7 @@ def test_grid_covers_with_equal_tiles_and_enough_overlap(size, tile, overlap):
             assert hi == length or start + size_ - hi >= overlap // 2
 
 
+@pytest.mark.slow
 def test_uint8_tiled_output_matches_untiled_on_a_real_photo(trained_tiny, photos):
     x = photos[3][None]  # rocket, 427x640
     assert x.shape[-2:] == (427, 640)
