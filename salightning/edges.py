@@ -54,6 +54,12 @@ __all__ = [
 _CANNY_SHIFT = 2**15
 _TG22 = 13573
 
+# cv2.cvtColor(img8, cv2.COLOR_RGB2GRAY) on 8-bit images: the BT.601 weights in 15-bit fixed point
+# (summing to 2**15, so a flat grey keeps its level), rounded half up. Computed here in int32
+# rather than through a library's integer path (Kornia's wraps in uint8 before 0.9).
+_GREY_WEIGHTS_Q15 = (9798, 19235, 3735)
+_GREY_SHIFT = 15
+
 # Hysteresis grows the edges by one pixel per step; checking for convergence only every few steps
 # saves a device-to-host synchronisation per step on an accelerator.
 _HYSTERESIS_STEPS_PER_CHECK = 8
@@ -209,6 +215,16 @@ def _hysteresis(weak: Tensor, strong: Tensor) -> Tensor:
             return edges
 
 
+def _grey_levels_8bit(x: Tensor) -> Tensor:
+    # (B, C, H, W) in [0, 1], C = 1 or 3 -> (B, 1, H, W) float32 integer levels 0..255
+    img8 = (x.clamp(0.0, 1.0) * 255.0).round().to(torch.int32)
+    if img8.shape[1] == 1:
+        return img8.to(torch.float32)
+    wr, wg, wb = _GREY_WEIGHTS_Q15
+    acc = img8[:, 0:1] * wr + img8[:, 1:2] * wg + img8[:, 2:3] * wb
+    return ((acc + (1 << (_GREY_SHIFT - 1))) >> _GREY_SHIFT).to(torch.float32)
+
+
 def _canny(
     x: Tensor,
     low_threshold: float,
@@ -222,10 +238,7 @@ def _canny(
     b, c, h, w = x.shape
     # work in 8-bit grey levels, where OpenCV's thresholds live
     if quantize:
-        # as an 8-bit image; Kornia converts uint8 RGB with OpenCV's fixed-point weights, bit for
-        # bit as cv2.cvtColor(img8, cv2.COLOR_RGB2GRAY)
-        img8 = (x.clamp(0.0, 1.0) * 255.0).round().to(torch.uint8)
-        grey = (kornia.color.rgb_to_grayscale(img8) if c == 3 else img8).to(torch.float32)
+        grey = _grey_levels_8bit(x)
     else:
         grey = (kornia.color.rgb_to_grayscale(x) if c == 3 else x).clamp(0.0, 1.0) * 255.0
     if blur_kernel_size > 1:
@@ -290,14 +303,15 @@ def canny(
     r"""Binary Canny edge map of the luminance, as ``cv2.Canny(y8, low, high)`` computes it.
 
     The paper ran OpenCV's ``cv2.Canny(img8, low, high)`` (aperture 3, ``L2gradient=False``) on
-    8-bit images. This is the same algorithm in torch ops (Kornia's grey conversion, Gaussian blur
-    and Sobel, then OpenCV's non-maximum suppression and hysteresis), so it runs on the batch's
-    device:
+    8-bit images. This is the same algorithm in torch ops (OpenCV's grey conversion, Kornia's
+    Gaussian blur and Sobel, then OpenCV's non-maximum suppression and hysteresis), so it runs on
+    the batch's device:
 
-    1. luminance with BT.601 weights (0.299, 0.587, 0.114) for RGB input (Kornia's
-       ``rgb_to_grayscale``), the channel itself for grey input, in 0..255. With ``quantize``
-       (default) the input is first rounded to an 8-bit image, whose grey conversion is then
-       OpenCV's fixed-point one, bit for bit as ``cv2.cvtColor(img8, cv2.COLOR_RGB2GRAY)``;
+    1. luminance with BT.601 weights (0.299, 0.587, 0.114) for RGB input, the channel itself for
+       grey input, in 0..255. With ``quantize`` (default) the input is first rounded to an 8-bit
+       image and converted with OpenCV's 15-bit fixed-point weights, computed here in int32, bit
+       for bit as ``cv2.cvtColor(img8, cv2.COLOR_RGB2GRAY)``; without it, Kornia's float
+       ``rgb_to_grayscale``;
     2. optional Gaussian blur (``blur_kernel_size > 1``). ``cv2.Canny`` does not blur, Kornia's
        ``canny`` does (5x5, sigma 1); the default, no blur, is the one that agrees with OpenCV;
     3. unnormalised 3x3 Sobel gradient (replicated border), magnitude ``|gx| + |gy|`` (or

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import os
+from functools import partial
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
+import yaml
 
 os.environ.setdefault("WANDB_MODE", "disabled")
 # pytest-xdist runs 2 workers on 2 cores: one thread each, inherited by CLI subprocesses too
@@ -21,8 +27,6 @@ _FILES = {"rocket": "rocket.jpg", "hubble_deep_field": "hubble_deep_field.jpg", 
 def load_photo(name: str) -> torch.Tensor:
     """A photo bundled in scikit-image's wheel as a (3, H, W) float tensor in [0, 1] (read from
     its data folder directly: some ``skimage.data`` functions would download)."""
-    from pathlib import Path
-
     import imageio.v3 as iio
     import skimage
 
@@ -82,8 +86,6 @@ def patch_loaders(photos):
 
 def save_png(image: torch.Tensor, path) -> None:
     """(3, H, W) in [0, 1] -> 8-bit PNG (parent folders created)."""
-    from pathlib import Path
-
     from PIL import Image
 
     path = Path(path)
@@ -128,3 +130,202 @@ def run_in_group(cmd: list, timeout: float, **kwargs) -> "subprocess.CompletedPr
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(60)
     return subprocess.CompletedProcess(process.args, process.returncode, out, err)
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers shared by several test modules
+# --------------------------------------------------------------------------------------------
+
+REPO = Path(__file__).resolve().parents[1]
+SHIPPED_STAGE1 = REPO / "salightning" / "assets" / "quickstart_psnr_x4.pth"
+TINY_GENERATOR = {"num_features": 8, "num_blocks": 1, "growth_channels": 4, "scale": 4}
+
+
+def tiny_generator() -> "RRDBNet":
+    from salightning.models import RRDBNet
+
+    return RRDBNet(**TINY_GENERATOR)
+
+
+def tiny_discriminator() -> "VGGStyleDiscriminator":
+    from salightning.models import VGGStyleDiscriminator
+
+    return VGGStyleDiscriminator(num_features=8, input_size=32)
+
+
+def make_module(stage: int = 2, **kwargs) -> "SRGANModule":
+    """A tiny SRGANModule (stage 1: G only; stage 2: G and D) seeded with 0; ``kwargs`` override."""
+    import pytorch_lightning as pl
+
+    from salightning.edges import LocalVariance
+    from salightning.losses import AdversarialLoss, SAPixelLoss
+    from salightning.module import SRGANModule
+
+    pl.seed_everything(0)
+    defaults = dict(
+        generator=tiny_generator(),
+        pixel_loss=SAPixelLoss(alpha=1.0, beta=5.0, edge_extractor=LocalVariance()),
+        optimizer_g=partial(torch.optim.Adam, lr=2e-3),
+        optimizer_d=partial(torch.optim.Adam, lr=2e-3),
+    )
+    if stage == 2:
+        defaults.update(discriminator=tiny_discriminator(), adversarial_loss=AdversarialLoss("relativistic"), adversarial_weight=0.005)
+    defaults.update(kwargs)
+    return SRGANModule(**defaults)
+
+
+def make_trainer(tmp_path, **kwargs) -> "pl.Trainer":
+    """A quiet one-epoch CPU Trainer writing nothing outside ``tmp_path``; ``kwargs`` override."""
+    import pytorch_lightning as pl
+
+    defaults = dict(
+        accelerator="cpu",
+        devices=1,
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        num_sanity_val_steps=0,
+    )
+    defaults.update(kwargs)
+    return pl.Trainer(**defaults)
+
+
+def make_project(root: Path, photos: list[torch.Tensor]) -> Path:
+    """A user's folder: ``train/`` (4 real 96x96 photo crops), ``val/`` (one 64x64 crop)."""
+    for i, photo in enumerate(photos[:4]):
+        save_png(photo[:, 100:196, 100:196], root / "train" / f"photo{i}.png")
+    save_png(photos[4][:, 100:164, 100:164], root / "val" / "val0.png")
+    return root
+
+
+def tiny_config(root: Path, max_epochs: int = 3, num_workers: int = 0) -> dict[str, Any]:
+    """A stage-2 SA-GAN (tiny RRDBNet, 32x32 VGG-style D, auto-beta, EMA, an LR milestone) on the
+    photos of :func:`make_project`; 4 batches per epoch; everything it writes goes to ``root/run``.
+
+    Counted in batches: beta is calibrated over batches 1-6 and the LR halves after batch 5, so
+    a checkpoint at the end of epoch 0 (batch 4) holds a half-done calibration and the first LR.
+    """
+    run = root / "run"
+    return {
+        "seed_everything": 0,
+        "trainer": {
+            "accelerator": "cpu",
+            "devices": 1,
+            "max_epochs": max_epochs,
+            "deterministic": True,
+            "default_root_dir": str(run),
+            "enable_progress_bar": False,
+            "enable_model_summary": False,
+            "log_every_n_steps": 1,
+            "limit_val_batches": 1,
+            "logger": {"class_path": "pytorch_lightning.loggers.CSVLogger", "init_args": {"save_dir": str(run), "name": ""}},
+            "callbacks": [
+                {
+                    "class_path": "pytorch_lightning.callbacks.ModelCheckpoint",
+                    "init_args": {"dirpath": str(run / "checkpoints"), "save_last": True, "every_n_epochs": 1},
+                }
+            ],
+        },
+        "model": {
+            "generator": {"class_path": "salightning.models.RRDBNet", "init_args": dict(TINY_GENERATOR)},
+            "discriminator": {"class_path": "salightning.models.VGGStyleDiscriminator", "init_args": {"num_features": 8, "input_size": 32}},
+            "adversarial_loss": {"class_path": "salightning.losses.AdversarialLoss", "init_args": {"kind": "relativistic"}},
+            "pixel_loss": {
+                "class_path": "salightning.losses.SAPixelLoss",
+                "init_args": {"alpha": 1.0, "beta": 0.0, "edge_extractor": {"class_path": "salightning.edges.LocalVariance"}},
+            },
+            "sa_target_share": 0.15,
+            "sa_calibration_batches": 6,
+            "lr_milestones": [5],
+            "ema_decay": 0.9,
+            "optimizer_g": {"class_path": "torch.optim.Adam", "init_args": {"lr": 0.002}},
+            "optimizer_d": {"class_path": "torch.optim.Adam", "init_args": {"lr": 0.002}},
+        },
+        "data": {
+            "class_path": "salightning.data.ImageSRDataModule",
+            "init_args": {
+                "train_hr": str(root / "train"),
+                "val_hr": str(root / "val"),
+                "test_hr": str(root / "val"),
+                "scale": 4,
+                "patch_size": 32,
+                "batch_size": 2,
+                "samples_per_epoch": 8,
+                "num_workers": num_workers,
+                "eval_patch_size": 32,
+            },
+        },
+    }
+
+
+def write_config(path: Path, config: dict[str, Any]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def tree_digest(*roots: Path) -> dict[str, str]:
+    """sha256 of every file under ``roots`` (by path): equal before and after means nothing was
+    modified, created or deleted there."""
+    digests = {}
+    for root in roots:
+        for path in sorted(p for p in Path(root).rglob("*") if p.is_file()):
+            digests[str(path)] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return digests
+
+
+def fit_style_checkpoint(generator: torch.nn.Module, **extra: Any) -> dict[str, Any]:
+    """What ``salightning fit`` writes, reduced to what the loaders read."""
+    import pytorch_lightning as pl
+
+    return {
+        "epoch": 0,
+        "global_step": 2,
+        "pytorch-lightning_version": pl.__version__,
+        "state_dict": {f"generator.{k}": v.clone() for k, v in generator.state_dict().items()},
+        "hyper_parameters": {"generator": {"class_path": "salightning.models.RRDBNet", "init_args": dict(TINY_GENERATOR)}},
+        **extra,
+    }
+
+
+def pan_frames(photo: torch.Tensor, count: int, height: int, width: int) -> torch.Tensor:
+    """(count, 3, height, width): a camera panning over a real photo by a few pixels per frame."""
+    return torch.stack([photo[:, 60 + 2 * t : 60 + 2 * t + height, 90 + 3 * t : 90 + 3 * t + width] for t in range(count)])
+
+
+def make_checkpoint(path: Path, generator: torch.nn.Module, class_path: str, init_args: dict, ema_shift: float = 0.01) -> Path:
+    """A checkpoint laid out as Lightning + LightningCLI write it for SRGANModule: the generator's
+    config in ``hyper_parameters``, weights under ``generator.`` and (EMA) ``generator_ema.module.``."""
+    state = {f"generator.{k}": v.clone() for k, v in generator.state_dict().items()}
+    ema = copy.deepcopy(generator)
+    with torch.no_grad():
+        for p in ema.parameters():
+            p.add_(ema_shift)
+    state.update({f"generator_ema.module.{k}": v.clone() for k, v in ema.state_dict().items()})
+    state["generator_ema.n_averaged"] = torch.tensor(3)
+    torch.save(
+        {
+            "epoch": 0,
+            "global_step": 3,
+            "pytorch-lightning_version": "2.6.6",
+            "state_dict": state,
+            "hyper_parameters": {
+                "generator": {"class_path": class_path, "init_args": init_args},
+                "ema_decay": 0.99,
+                "_instantiator": "lightning.pytorch.cli.instantiate_module",
+            },
+        },
+        path,
+    )
+    return path
+
+
+def assert_one_message(code: int, err: str, *names: str) -> None:
+    assert code == 2, err
+    assert "Traceback" not in err, err
+    assert err.count("error:") == 1, err
+    for name in names:
+        assert name in err, (name, err)

@@ -6,10 +6,10 @@ In-process calls go through :func:`salightning.cli.main` (what the console scrip
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import os
 import re
+import runpy
 import shutil
 import subprocess
 import sys
@@ -20,7 +20,7 @@ import torch
 import yaml
 from PIL import Image
 
-from conftest import run_main, save_png, run_in_group
+from conftest import SHIPPED_STAGE1, assert_one_message, make_checkpoint, pan_frames, run_in_group, run_main, save_png
 
 from salightning.cli import main
 from salightning.metrics import psnr
@@ -32,7 +32,6 @@ from salightning.checkpoints import load_generator
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
 QUICKSTART = REPO / "configs" / "quickstart.yaml"
-SHIPPED_STAGE1 = REPO / "salightning" / "assets" / "quickstart_psnr_x4.pth"
 SCRIPT = Path(sys.executable).with_name("salightning")
 # The quickstart as shipped, from any folder (its config names the stage-1 weights relative to the repository).
 QUICKSTART_ARGS = ["--config", QUICKSTART, "--model.pretrained_generator", SHIPPED_STAGE1]
@@ -66,38 +65,6 @@ def png_size(path: Path) -> tuple[int, int]:
     """(height, width) of an image file."""
     with Image.open(path) as im:
         return im.height, im.width
-
-
-def pan_frames(photo: torch.Tensor, count: int, height: int, width: int) -> torch.Tensor:
-    """(count, 3, height, width): a camera panning over a real photo by a few pixels per frame."""
-    return torch.stack([photo[:, 60 + 2 * t : 60 + 2 * t + height, 90 + 3 * t : 90 + 3 * t + width] for t in range(count)])
-
-
-def make_checkpoint(path: Path, generator: torch.nn.Module, class_path: str, init_args: dict, ema_shift: float = 0.01) -> Path:
-    """A checkpoint laid out as Lightning + LightningCLI write it for SRGANModule: the generator's
-    config in ``hyper_parameters``, weights under ``generator.`` and (EMA) ``generator_ema.module.``."""
-    state = {f"generator.{k}": v.clone() for k, v in generator.state_dict().items()}
-    ema = copy.deepcopy(generator)
-    with torch.no_grad():
-        for p in ema.parameters():
-            p.add_(ema_shift)
-    state.update({f"generator_ema.module.{k}": v.clone() for k, v in ema.state_dict().items()})
-    state["generator_ema.n_averaged"] = torch.tensor(3)
-    torch.save(
-        {
-            "epoch": 0,
-            "global_step": 3,
-            "pytorch-lightning_version": "2.6.6",
-            "state_dict": state,
-            "hyper_parameters": {
-                "generator": {"class_path": class_path, "init_args": init_args},
-                "ema_decay": 0.99,
-                "_instantiator": "lightning.pytorch.cli.instantiate_module",
-            },
-        },
-        path,
-    )
-    return path
 
 
 # --------------------------------------------------------------------------------------------
@@ -168,11 +135,6 @@ def clip_inputs(tmp_path, photos) -> tuple[Path, Path]:
 # --------------------------------------------------------------------------------------------
 
 
-def test_there_are_configs():
-    names = {p.name for p in CONFIGS}
-    assert {"quickstart.yaml", "quickstart_psnr.yaml"} <= names
-
-
 @pytest.mark.parametrize("config", CONFIGS, ids=[p.name for p in CONFIGS])
 def test_config_parses_and_prints_a_rerunnable_config(config, capsys, tmp_path):
     code, out, err = run_main(["fit", "--config", config, "--print_config"], capsys)
@@ -210,11 +172,15 @@ def test_an_unknown_command_and_test_without_config_are_named(capsys):
     assert code == 2 and "salightning evaluate" in err and "Traceback" not in err
 
 
-@pytest.mark.slow
-def test_python_dash_m_help():
-    result = run_in_group([sys.executable, "-m", "salightning", "--help"], text=True, cwd=REPO, timeout=120)
-    assert result.returncode == 0, result.stderr
-    assert "usage: salightning" in result.stdout and "fit" in result.stdout
+def test_python_dash_m_help(capsys, monkeypatch):
+    # `python -m salightning` is runpy running salightning/__main__.py as __main__; doing that here
+    # tests the same path without a fresh interpreter, whose Lightning imports alone took 10-40 s
+    monkeypatch.setattr(sys, "argv", ["salightning", "--help"])
+    with pytest.raises(SystemExit) as exit_:
+        runpy.run_module("salightning", run_name="__main__", alter_sys=True)
+    assert exit_.value.code in (0, None)
+    out = capsys.readouterr().out
+    assert "usage: salightning" in out and "fit" in out
 
 
 # --------------------------------------------------------------------------------------------
@@ -470,14 +436,6 @@ def test_export_writes_plain_weights_and_refuses_to_overwrite(tiny_fit, tmp_path
 # --------------------------------------------------------------------------------------------
 # Config errors: one readable message and a non-zero exit
 # --------------------------------------------------------------------------------------------
-
-
-def assert_one_message(code: int, err: str, *names: str) -> None:
-    assert code == 2, err
-    assert "Traceback" not in err, err
-    assert err.count("error:") == 1, err
-    for name in names:
-        assert name in err, (name, err)
 
 
 def test_unknown_key(capsys, tmp_path):

@@ -6,14 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import run_main
+from conftest import SHIPPED_STAGE1, make_checkpoint, run_main
 
-from salightning.checkpoints import generator_config, load_state_dict_file
+from salightning.checkpoints import generator_config, load_generator, load_pretrained, load_state_dict_file
 from salightning.export import load_exported, save_onnx, save_safetensors
 from salightning.models import RRDBNet, VSRResNet
-from salightning.checkpoints import load_pretrained
-from salightning.checkpoints import load_generator
-from test_tiling import SHIPPED_STAGE1
 
 CONFIG = {"class_path": "salightning.models.RRDBNet", "init_args": {"num_features": 32, "num_blocks": 2, "growth_channels": 16, "scale": 4}}
 
@@ -58,8 +55,6 @@ def test_onnx_matches_torch_on_a_real_photo_with_dynamic_sizes(trained_tiny, pho
 
 
 def test_export_cli_formats(tmp_path, capsys, photos):
-    from test_cli import make_checkpoint
-
     torch.manual_seed(0)
     init_args = {"num_frames": 3, "frame_features": 4, "num_features": 8, "num_blocks": 1, "scale": 2}
     ckpt = make_checkpoint(tmp_path / "vsr.ckpt", VSRResNet(**init_args), "salightning.models.VSRResNet", init_args)
@@ -76,8 +71,6 @@ def test_export_cli_formats(tmp_path, capsys, photos):
 
 def test_predict_reads_exported_files(tmp_path, capsys, photos):
     from conftest import save_png
-    from test_cli import make_checkpoint
-
     torch.manual_seed(0)
     init_args = {"num_features": 8, "num_blocks": 1, "growth_channels": 4, "scale": 4}
     ckpt = make_checkpoint(tmp_path / "rrdb.ckpt", RRDBNet(**init_args), "salightning.models.RRDBNet", init_args)

@@ -7,49 +7,11 @@ from functools import partial
 import pytest
 import pytorch_lightning as pl
 import torch
+from conftest import make_module, make_trainer
 
 from salightning.edges import LocalVariance
-from salightning.losses import AdversarialLoss, PerceptualLoss, SAPixelLoss
-from salightning.models import RRDBNet, VGGStyleDiscriminator
+from salightning.losses import PerceptualLoss, SAPixelLoss
 from salightning.module import SRGANModule, TrainingDiverged
-
-
-def tiny_generator() -> RRDBNet:
-    return RRDBNet(num_features=8, num_blocks=1, growth_channels=4, scale=4)
-
-
-def tiny_discriminator() -> VGGStyleDiscriminator:
-    return VGGStyleDiscriminator(num_features=8, input_size=32)
-
-
-def make_module(stage: int = 2, **kwargs) -> SRGANModule:
-    pl.seed_everything(0)
-    defaults = dict(
-        generator=tiny_generator(),
-        pixel_loss=SAPixelLoss(alpha=1.0, beta=5.0, edge_extractor=LocalVariance()),
-        optimizer_g=partial(torch.optim.Adam, lr=2e-3),
-        optimizer_d=partial(torch.optim.Adam, lr=2e-3),
-    )
-    if stage == 2:
-        defaults.update(discriminator=tiny_discriminator(), adversarial_loss=AdversarialLoss("relativistic"), adversarial_weight=0.005)
-    defaults.update(kwargs)
-    return SRGANModule(**defaults)
-
-
-def make_trainer(tmp_path, **kwargs) -> pl.Trainer:
-    defaults = dict(
-        accelerator="cpu",
-        devices=1,
-        max_epochs=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-        num_sanity_val_steps=0,
-    )
-    defaults.update(kwargs)
-    return pl.Trainer(**defaults)
 
 
 def pixel_val_loss(module: SRGANModule, loader) -> float:
@@ -108,15 +70,40 @@ def test_generator_then_discriminator_order(tmp_path, patch_loaders):
     assert order == ["G", "D"] * 3
 
 
-def test_discriminator_gets_no_gradient_from_generator_step(patch_loaders):
+def test_discriminator_gets_no_gradient_from_generator_step(tmp_path, patch_loaders):
     train, _ = patch_loaders
-    module = make_module(stage=2)
-    batch = next(iter(train))
-    sr = module.generator(batch["lr"])
-    g = module.generator_losses(sr, batch["hr"], module.pixel_loss.edge_map(batch["hr"]))
-    # in training the D parameters are frozen by toggle_optimizer; here check the G loss reaches G
-    g["total"].backward()
-    assert all(p.grad is not None for p in module.generator.parameters())
+    seen: list[dict[str, object]] = []
+    module = None
+
+    def watching_adam(name):
+        def factory(params):
+            opt = torch.optim.Adam(params, lr=1e-3)
+
+            def before_step(*_):
+                d_params = list(module.discriminator.parameters())
+                seen.append({
+                    "step": name,
+                    "d_grads": [p.grad is not None and bool(p.grad.abs().sum() > 0) for p in d_params],
+                    "g_grads": [p.grad is not None for p in module.generator.parameters()],
+                    "d_weights": [p.detach().clone() for p in d_params],
+                })
+
+            opt.register_step_pre_hook(before_step)
+            return opt
+
+        return factory
+
+    module = make_module(stage=2, optimizer_g=watching_adam("G"), optimizer_d=watching_adam("D"))
+    make_trainer(tmp_path, limit_train_batches=3, limit_val_batches=0).fit(module, train)
+    assert [s["step"] for s in seen] == ["G", "D"] * 3
+    for g_step, d_step in zip(seen[::2], seen[1::2]):
+        # the generator loss (adversarial term included) reached G but left no gradient in D
+        assert all(g_step["g_grads"])
+        assert not any(g_step["d_grads"])
+        # and D's own step does get a gradient, from the discriminator losses
+        assert all(d_step["d_grads"])
+        # the G step did not move D's weights
+        assert all(torch.equal(a, b) for a, b in zip(g_step["d_weights"], d_step["d_weights"]))
 
 
 def test_lr_halves_at_batch_milestones(tmp_path, patch_loaders):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import io
 import json
 import math
@@ -25,10 +24,20 @@ from typing import Any
 import pytest
 import pytorch_lightning as pl
 import torch
-import yaml
 from PIL import Image
-from conftest import run_main, save_png, run_in_group
-from test_module import make_module, make_trainer
+from conftest import (
+    TINY_GENERATOR,
+    fit_style_checkpoint,
+    make_module,
+    make_project,
+    make_trainer,
+    run_in_group,
+    run_main,
+    save_png,
+    tiny_config,
+    tree_digest,
+    write_config,
+)
 
 from salightning import checkpoints as checkpoint_files
 from salightning.checkpoint_io import SafeCheckpointIO
@@ -39,96 +48,11 @@ from salightning.checkpoints import load_pretrained
 from salightning.checkpoints import load_generator
 
 SCRIPT = Path(sys.executable).with_name("salightning")
-TINY_GENERATOR = {"num_features": 8, "num_blocks": 1, "growth_channels": 4, "scale": 4}
 
 
 # --------------------------------------------------------------------------------------------
-# Helpers (also used by test_bad_input.py)
+# Helpers
 # --------------------------------------------------------------------------------------------
-
-
-def make_project(root: Path, photos: list[torch.Tensor]) -> Path:
-    """A user's folder: ``train/`` (4 real 96x96 photo crops), ``val/`` (one 64x64 crop)."""
-    for i, photo in enumerate(photos[:4]):
-        save_png(photo[:, 100:196, 100:196], root / "train" / f"photo{i}.png")
-    save_png(photos[4][:, 100:164, 100:164], root / "val" / "val0.png")
-    return root
-
-
-def tiny_config(root: Path, max_epochs: int = 3, num_workers: int = 0) -> dict[str, Any]:
-    """A stage-2 SA-GAN (tiny RRDBNet, 32x32 VGG-style D, auto-beta, EMA, an LR milestone) on the
-    photos of :func:`make_project`; 4 batches per epoch; everything it writes goes to ``root/run``.
-
-    Counted in batches: beta is calibrated over batches 1-6 and the LR halves after batch 5, so
-    a checkpoint at the end of epoch 0 (batch 4) holds a half-done calibration and the first LR.
-    """
-    run = root / "run"
-    return {
-        "seed_everything": 0,
-        "trainer": {
-            "accelerator": "cpu",
-            "devices": 1,
-            "max_epochs": max_epochs,
-            "deterministic": True,
-            "default_root_dir": str(run),
-            "enable_progress_bar": False,
-            "enable_model_summary": False,
-            "log_every_n_steps": 1,
-            "limit_val_batches": 1,
-            "logger": {"class_path": "pytorch_lightning.loggers.CSVLogger", "init_args": {"save_dir": str(run), "name": ""}},
-            "callbacks": [
-                {
-                    "class_path": "pytorch_lightning.callbacks.ModelCheckpoint",
-                    "init_args": {"dirpath": str(run / "checkpoints"), "save_last": True, "every_n_epochs": 1},
-                }
-            ],
-        },
-        "model": {
-            "generator": {"class_path": "salightning.models.RRDBNet", "init_args": dict(TINY_GENERATOR)},
-            "discriminator": {"class_path": "salightning.models.VGGStyleDiscriminator", "init_args": {"num_features": 8, "input_size": 32}},
-            "adversarial_loss": {"class_path": "salightning.losses.AdversarialLoss", "init_args": {"kind": "relativistic"}},
-            "pixel_loss": {
-                "class_path": "salightning.losses.SAPixelLoss",
-                "init_args": {"alpha": 1.0, "beta": 0.0, "edge_extractor": {"class_path": "salightning.edges.LocalVariance"}},
-            },
-            "sa_target_share": 0.15,
-            "sa_calibration_batches": 6,
-            "lr_milestones": [5],
-            "ema_decay": 0.9,
-            "optimizer_g": {"class_path": "torch.optim.Adam", "init_args": {"lr": 0.002}},
-            "optimizer_d": {"class_path": "torch.optim.Adam", "init_args": {"lr": 0.002}},
-        },
-        "data": {
-            "class_path": "salightning.data.ImageSRDataModule",
-            "init_args": {
-                "train_hr": str(root / "train"),
-                "val_hr": str(root / "val"),
-                "test_hr": str(root / "val"),
-                "scale": 4,
-                "patch_size": 32,
-                "batch_size": 2,
-                "samples_per_epoch": 8,
-                "num_workers": num_workers,
-                "eval_patch_size": 32,
-            },
-        },
-    }
-
-
-def write_config(path: Path, config: dict[str, Any]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    return path
-
-
-def tree_digest(*roots: Path) -> dict[str, str]:
-    """sha256 of every file under ``roots`` (by path): equal before and after means nothing was
-    modified, created or deleted there."""
-    digests = {}
-    for root in roots:
-        for path in sorted(p for p in Path(root).rglob("*") if p.is_file()):
-            digests[str(path)] = hashlib.sha256(path.read_bytes()).hexdigest()
-    return digests
 
 
 def same(a: Any, b: Any) -> bool:
@@ -558,18 +482,6 @@ class _Payload:
 
     def __reduce__(self):
         return (exec, (f"open({str(self.marker)!r}, 'w').close()",))
-
-
-def fit_style_checkpoint(generator: torch.nn.Module, **extra: Any) -> dict[str, Any]:
-    """What ``salightning fit`` writes, reduced to what the loaders read."""
-    return {
-        "epoch": 0,
-        "global_step": 2,
-        "pytorch-lightning_version": pl.__version__,
-        "state_dict": {f"generator.{k}": v.clone() for k, v in generator.state_dict().items()},
-        "hyper_parameters": {"generator": {"class_path": "salightning.models.RRDBNet", "init_args": dict(TINY_GENERATOR)}},
-        **extra,
-    }
 
 
 @pytest.fixture()

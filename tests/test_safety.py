@@ -13,9 +13,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import run_main, save_png
-from test_cli import assert_one_message, make_checkpoint, pan_frames
-from test_reliability import tree_digest
+from conftest import (
+    assert_one_message,
+    make_checkpoint,
+    make_module,
+    make_project,
+    make_trainer,
+    pan_frames,
+    run_main,
+    save_png,
+    tiny_config,
+    tree_digest,
+    write_config,
+)
 
 from salightning.models import RRDBNet, VSRResNet
 from salightning.paths import check_output_not_inside
@@ -278,8 +288,6 @@ def test_a_missing_generator_module_is_one_named_error(tmp_path, clip, capsys):
 
 
 def test_fit_resuming_a_checkpoint_cannot_import_a_module_that_the_config_does_not_name(user_module_ckpt, tmp_path, photos, capsys):
-    from test_reliability import make_project, tiny_config, write_config
-
     make_project(tmp_path / "user", photos)
     config = write_config(tmp_path / "user" / "config.yaml", tiny_config(tmp_path / "user", max_epochs=1))
     ckpt = torch.load(user_module_ckpt, weights_only=True)
@@ -454,7 +462,6 @@ def test_a_run_whose_weights_turn_nan_stops_and_keeps_the_last_good_checkpoint(t
     """The issue's run: lr_gamma NaN at a milestone (forced past the settings check) makes every
     weight NaN with finite gradients; epoch 1's last.ckpt is refused, epoch 0's stays."""
     import pytorch_lightning as pl
-    from test_module import make_module, make_trainer
 
     from salightning.checkpoint_io import SafeCheckpointIO
     from salightning.checkpoints import NonFiniteCheckpointError, load_checkpoint_file

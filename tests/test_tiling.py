@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from conftest import save_png
+from conftest import SHIPPED_STAGE1, save_png
 
 from salightning.metrics import psnr
 from salightning.models import RRDBNet
 from salightning.checkpoints import load_pretrained
 from salightning.predict import predict_path
 from salightning.tiling import owned_ranges, tile_grid, tiled_forward, tiled_forward_uint8, to_uint8
-
-SHIPPED_STAGE1 = Path(__file__).resolve().parents[1] / "salightning" / "assets" / "quickstart_psnr_x4.pth"
-
 
 @pytest.fixture(scope="module")
 def trained_tiny() -> RRDBNet:
@@ -50,6 +45,7 @@ def test_grid_covers_with_equal_tiles_and_enough_overlap(size, tile, overlap):
             assert hi == length or start + size_ - hi >= overlap // 2
 
 
+@pytest.mark.slow
 def test_uint8_tiled_output_matches_untiled_on_a_real_photo(trained_tiny, photos):
     x = photos[3][None]  # rocket, 427x640
     assert x.shape[-2:] == (427, 640)

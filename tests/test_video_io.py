@@ -29,6 +29,7 @@ def sample_cache(tmp_path_factory):
     return tmp_path_factory.mktemp("samples")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["mp4", "frames"])
 def test_streaming_equals_the_whole_clip_path_on_a_real_clip(vsr, sample_cache, fmt):
     path = sample_video_paths("test", cache_dir=sample_cache, fmt=fmt)[0]
