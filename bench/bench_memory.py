@@ -151,7 +151,7 @@ def child_step(network: str, batch: int, device: str) -> dict[str, Any]:
     from salightning.edges import LocalVariance
     from salightning.losses import AdversarialLoss, PerceptualLoss, SAPixelLoss
     from salightning.models import RRDBNet, VGGStyleDiscriminator, VSRResFeatGANDiscriminator, VSRResNet
-    from salightning.module import SRGANModule
+    from salightning.training import SRGANModule
 
     quiet_lightning()
     dev = torch.device(device)

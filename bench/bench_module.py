@@ -81,7 +81,7 @@ from salightning.data.samples import sample_image_paths
 from salightning.edges import Canny, LocalVariance
 from salightning.losses import AdversarialLoss, PerceptualLoss, SAPixelLoss
 from salightning.models import RRDBNet, VGGStyleDiscriminator
-from salightning.module import SRGANModule
+from salightning.training import SRGANModule
 
 HR_SIZE = 128
 SCALE = 4

@@ -11,7 +11,7 @@ import torch
 from salightning.edges import LocalVariance
 from salightning.losses import AdversarialLoss, PerceptualLoss, SAPixelLoss
 from salightning.models import RRDBNet, VGGStyleDiscriminator
-from salightning.module import SRGANModule, TrainingDiverged
+from salightning.training import SRGANModule, TrainingDiverged
 
 
 def tiny_generator() -> RRDBNet:
@@ -26,7 +26,7 @@ def make_module(stage: int = 2, **kwargs) -> SRGANModule:
     pl.seed_everything(0)
     defaults = dict(
         generator=tiny_generator(),
-        pixel_loss=SAPixelLoss(alpha=1.0, beta=5.0, edge_extractor=LocalVariance()),
+        pixel_loss=SAPixelLoss(beta1=1.0, beta2=5.0, edge_extractor=LocalVariance()),
         optimizer_g=partial(torch.optim.Adam, lr=2e-3),
         optimizer_d=partial(torch.optim.Adam, lr=2e-3),
     )
@@ -55,7 +55,7 @@ def make_trainer(tmp_path, **kwargs) -> pl.Trainer:
 def pixel_val_loss(module: SRGANModule, loader) -> float:
     module.eval()
     with torch.no_grad():
-        losses = [module.pixel_loss(module(b["lr"]), b["hr"]).total for b in loader]
+        losses = [module.pixel_loss(module(b["lr"]), b["hr"]) for b in loader]
     module.train()
     return float(torch.stack(losses).mean())
 
@@ -113,9 +113,9 @@ def test_discriminator_gets_no_gradient_from_generator_step(patch_loaders):
     module = make_module(stage=2)
     batch = next(iter(train))
     sr = module.generator(batch["lr"])
-    g = module.generator_losses(sr, batch["hr"], module.pixel_loss.edge_map(batch["hr"]))
+    total, _ = module.objective(sr, batch["hr"], module.pixel_loss.edge_map(batch["hr"]), module.discriminator)
     # in training the D parameters are frozen by toggle_optimizer; here check the G loss reaches G
-    g["total"].backward()
+    total.backward()
     assert all(p.grad is not None for p in module.generator.parameters())
 
 
@@ -167,7 +167,7 @@ def test_auto_beta_reaches_target_share(tmp_path, patch_loaders):
         stage=2,
         sa_target_share=0.15,
         sa_calibration_batches=4,
-        pixel_loss=SAPixelLoss(alpha=0.01, beta=0.0, edge_extractor=LocalVariance()),
+        pixel_loss=SAPixelLoss(beta1=0.01, beta2=0.0, edge_extractor=LocalVariance()),
         optimizer_g=partial(torch.optim.Adam, lr=1e-5),
         optimizer_d=partial(torch.optim.Adam, lr=1e-7),
     )
@@ -178,10 +178,10 @@ def test_auto_beta_reaches_target_share(tmp_path, patch_loaders):
             shares.append(float(trainer.callback_metrics["train/sa_share"]))
 
     make_trainer(tmp_path, max_epochs=3, limit_val_batches=0, callbacks=[Recorder()]).fit(module, train)
-    assert module.sa_calibrated
-    beta = float(module.pixel_loss.beta)
+    assert module.sa_balance.calibrated
+    beta = float(module.pixel_loss.beta2)
     assert beta > 0
-    assert shares[0] == 0.0  # beta starts at 0 during calibration
+    assert shares[0] == 0.0  # beta2 starts at 0 during calibration
     after = shares[4:]
     assert abs(sum(after) / len(after) - 0.15) < 0.02, after
 
@@ -209,7 +209,7 @@ def test_nonfinite_loss_skips_then_stops(tmp_path, patch_loaders, photos):
     with pytest.raises(TrainingDiverged, match="non-finite"):
         batches = [{k: (v.clone() if torch.is_tensor(v) else v) for k, v in b.items()} for b in train]
         trainer.fit(module, torch.utils.data.DataLoader(batches, batch_size=None))
-    assert module.nonfinite_total == 1 + 3
+    assert module.nonfinite_guard.total == 1 + 3
     # weights untouched by the skipped batches, and the checkpoint of epoch 0 is intact and loadable
     for a, b in zip(g_before, module.generator.parameters()):
         assert torch.equal(a, b)
@@ -259,7 +259,7 @@ def test_bf16_mixed_stage2_keeps_edge_maps_fp32(tmp_path, patch_loaders):
     module.pixel_loss.edge_map = recording_edge_map
     trainer = make_trainer(tmp_path, precision="bf16-mixed", limit_train_batches=2, limit_val_batches=0)
     trainer.fit(module, train)
-    assert module.batches_seen == 2 and module.nonfinite_total == 0
+    assert module.batches_seen == 2 and module.nonfinite_guard.total == 0
     assert dtypes and all(d == torch.float32 for d in dtypes)
     assert torch.isfinite(trainer.callback_metrics["train/loss"])
 
@@ -316,7 +316,7 @@ def test_nonfinite_loss_from_finite_input_is_skipped(tmp_path, patch_loaders):
             snapshots.append([p.detach().clone() for p in pl_module.generator_ema.parameters()])
 
     make_trainer(tmp_path, limit_train_batches=3, limit_val_batches=0, callbacks=[Snapshot()]).fit(module, train)
-    assert module.nonfinite_total == 1 and module.batches_seen == 3
+    assert module.nonfinite_guard.total == 1 and module.batches_seen == 3
     for a, b in zip(snapshots[0], snapshots[1]):  # batch 2 skipped: EMA unchanged
         assert torch.equal(a, b)
     assert all(torch.isfinite(p).all() for p in module.generator.parameters())

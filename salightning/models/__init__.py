@@ -7,6 +7,7 @@ sigmoid lives in the adversarial loss.
 """
 
 from salightning.models.discriminators import VGGStyleDiscriminator
+from salightning.models.protocol import GeneratorSpec, generator_config, generator_spec
 from salightning.models.rrdbnet import RRDB, RRDBNet, ResidualDenseBlock, convert_esrgan_state_dict, load_pretrained
 from salightning.models.srresnet import SRGANDiscriminator, SRResNet
 from salightning.models.vsrresnet import VSRResFeatGANDiscriminator, VSRResNet
@@ -22,4 +23,7 @@ __all__ = [
     "VSRResFeatGANDiscriminator",
     "convert_esrgan_state_dict",
     "load_pretrained",
+    "GeneratorSpec",
+    "generator_config",
+    "generator_spec",
 ]
