@@ -23,6 +23,8 @@ from __future__ import annotations
 import math
 from typing import Literal, get_args
 
+from salightning._checks import check_at_least
+
 __all__ = ["BetaMode", "SABalance"]
 
 #: How beta2 of the SA pixel loss is chosen.
@@ -61,9 +63,8 @@ class SABalance:
             raise ValueError(f"sa_beta_mode {mode!r} needs sa_target_share (e.g. 0.15)")
         if target_share is not None and not 0.0 < target_share < 1.0:
             raise ValueError(f"sa_target_share must be in (0, 1), got {target_share!r}")
-        for name, value in (("sa_calibration_batches", calibration_batches), ("sa_hold_batches", hold_batches)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        check_at_least(calibration_batches, "calibration_batches", 1)
+        check_at_least(hold_batches, "hold_batches", 1)
         if not report_factor > 1.0:
             raise ValueError(f"report_factor must be > 1, got {report_factor!r}")
         self.mode = mode

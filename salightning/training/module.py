@@ -73,12 +73,28 @@ def default_adam(params: Iterable) -> Optimizer:
     return Adam(params, lr=1e-4, betas=(0.9, 0.99))
 
 
+def _check_arguments(args: dict[str, Any]) -> None:
+    """Refuse SRGANModule arguments that would fail later, naming the option and the value."""
+    check_fraction(args["lr_gamma"], "model.lr_gamma")
+    if args["grad_clip_norm"] is not None:
+        check_positive(args["grad_clip_norm"], "model.grad_clip_norm")
+    for name in ("sa_calibration_batches", "sa_hold_batches", "max_batches"):
+        if args[name] is not None:
+            check_at_least(args[name], f"model.{name}", 1)
+    for name in ("optimizer_g", "optimizer_d"):
+        check_factory_lr(args[name], f"model.{name}")
+    milestones = args["lr_milestones"]
+    if milestones is not None and list(milestones) != sorted(milestones):
+        raise ValueError(f"lr_milestones must be increasing, got {milestones!r}")
+    if args["ema_decay"] is not None and not 0.0 < args["ema_decay"] < 1.0:
+        raise ValueError(f"ema_decay must be in (0, 1), got {args['ema_decay']!r}")
+
+
 class SRGANModule(pl.LightningModule):
     """Two-stage GAN super-resolution with a spatially adaptive pixel loss.
 
     Args:
-        generator: maps ``lr`` to ``sr`` (B, C, H, W); has ``scale``, ``num_frames`` and
-            ``input_upsampled`` (:func:`~salightning.models.generator_spec`).
+        generator: maps ``lr`` to ``sr`` (B, C, H, W); see :func:`~salightning.models.generator_spec`.
         pixel_loss: the (SA) pixel loss, eq. 8/9 (plain, ``beta2=0``) or eq. 12/13 (SA).
         discriminator: maps (B, C, H, W) to logits (B, 1). ``None`` selects stage 1.
         adversarial_loss: GAN loss (vanilla eq. 14, relativistic, hinge, LS); stage 2 only.
@@ -91,17 +107,14 @@ class SRGANModule(pl.LightningModule):
             (the paper: 50k, 100k, 200k, 300k); ``lr_gamma``: the factor (the paper: 0.5).
         ema_decay: decay of a generator-only exponential moving average (ESRGAN: 0.999); when
             set, the EMA generator is used for validation, test, predict and export.
-        sa_target_share: the share of the generator loss the SA part should have (e.g. 0.15).
-        sa_beta_mode: how beta2 is chosen (:class:`~salightning.training.SABalance`): "fixed"
-            (the paper's), "calibrate" (measured over the first ``sa_calibration_batches``
-            batches, then frozen) or "hold" (kept at the share all run). Default: "calibrate"
-            when ``sa_target_share`` is set, else "fixed".
-        sa_calibration_batches: batches measured before beta2 is first set.
-        sa_hold_batches: horizon (batches) of the running means that "hold" follows.
+        sa_target_share, sa_beta_mode, sa_calibration_batches, sa_hold_batches: how beta2 is
+            chosen (:class:`~salightning.training.SABalance`): "fixed" (the paper's), "calibrate"
+            or "hold" the SA part at ``sa_target_share`` (e.g. 0.15) of the generator loss.
+            Default mode: "calibrate" when ``sa_target_share`` is set, else "fixed".
         pretrained_generator: checkpoint to initialise the generator from; ``package:...``
             names a file shipped inside salightning (``package:assets/quickstart_psnr_x4.pth``).
         grad_clip_norm: clip each network's gradient norm to this value.
-        max_nonfinite_in_a_row: a non-finite loss skips the batch; this many in a row stop the run.
+        max_nonfinite_in_a_row: non-finite losses skip their batch; this many in a row stop the run.
         max_batches: stop after this many training batches (``max_steps`` counts optimizer steps).
         metric_y_channel: validation PSNR/SSIM on the BT.601 Y channel (as papers do), not RGB.
         channels_last: keep networks and image batches in channels-last memory format.
@@ -137,18 +150,7 @@ class SRGANModule(pl.LightningModule):
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
-        check_fraction(lr_gamma, "model.lr_gamma")
-        if grad_clip_norm is not None:
-            check_positive(grad_clip_norm, "model.grad_clip_norm")
-        check_at_least(sa_calibration_batches, "model.sa_calibration_batches", 1)
-        if max_batches is not None:
-            check_at_least(max_batches, "model.max_batches", 1)
-        for name, factory in (("optimizer_g", optimizer_g), ("optimizer_d", optimizer_d)):
-            check_factory_lr(factory, f"model.{name}")
-        if lr_milestones is not None and list(lr_milestones) != sorted(lr_milestones):
-            raise ValueError(f"lr_milestones must be increasing, got {lr_milestones!r}")
-        if ema_decay is not None and not 0.0 < ema_decay < 1.0:
-            raise ValueError(f"ema_decay must be in (0, 1), got {ema_decay!r}")
+        _check_arguments(locals())
         mode = sa_beta_mode or ("fixed" if sa_target_share is None else "calibrate")
         self.sa_balance = SABalance(mode, sa_target_share, sa_calibration_batches, sa_hold_batches)
         if mode != "fixed" and (pixel_loss is None or pixel_loss.edge_extractor is None):
@@ -187,14 +189,6 @@ class SRGANModule(pl.LightningModule):
         return self.objective.pixel_loss
 
     @property
-    def perceptual_loss(self) -> nn.Module | None:
-        return self.objective.perceptual_loss
-
-    @property
-    def adversarial_loss(self) -> AdversarialLoss:
-        return self.objective.adversarial_loss
-
-    @property
     def is_gan(self) -> bool:
         """True in stage 2 (a discriminator is being trained)."""
         return self.discriminator is not None
@@ -226,12 +220,13 @@ class SRGANModule(pl.LightningModule):
         BatchNorm discriminators). ``fake_logits_g`` are D's logits on ``sr`` from the G step
         (same D parameters), reused as the detached fake side of the real term."""
         real_logits = self.discriminator(discriminator_input(self.discriminator, hr))
-        loss_real = self.adversarial_loss.discriminator_real_loss(real_logits, fake_logits_g)
+        loss_real = self.objective.adversarial_loss.discriminator_real_loss(real_logits, fake_logits_g)
         self.manual_backward(loss_real)
         fake_logits = self.discriminator(discriminator_input(self.discriminator, sr.detach()))
-        loss_fake = self.adversarial_loss.discriminator_fake_loss(fake_logits, real_logits.detach())
+        loss_fake = self.objective.adversarial_loss.discriminator_fake_loss(fake_logits, real_logits.detach())
         self.manual_backward(loss_fake)
-        return {"d_real": loss_real.detach(), "d_fake": loss_fake.detach(), "d_real_logit": real_logits.detach().mean(), "d_fake_logit": fake_logits.detach().mean()}
+        return {"d_real": loss_real.detach(), "d_fake": loss_fake.detach(), "d_real_logit": real_logits.detach().mean(),
+                "d_fake_logit": fake_logits.detach().mean()}
 
     def _finite(self, *tensors: Tensor) -> bool:
         return self.nonfinite_guard.all_finite(self.trainer.strategy, *tensors)
@@ -239,11 +234,10 @@ class SRGANModule(pl.LightningModule):
     def _step(self, optimizer: Any, loss: Tensor) -> bool:
         """Clip and step; False (no step, gradients dropped) when the step would be non-finite.
 
-        A non-finite loss gives non-finite gradients, and a finite loss can too (overflow in
-        backward); one Adam step with them makes every weight NaN. So the gradient norm is
-        checked (one fused norm, one host sync). Under fp16 AMP the GradScaler skips steps with
-        overflowing gradients by itself; there the loss is checked, so that NaN losses are still
-        counted and never reach the EMA or the beta2 balance."""
+        A finite loss can give non-finite gradients (overflow in backward), and one Adam step
+        with them makes every weight NaN: the gradient norm is checked (one fused norm, one host
+        sync). Under fp16 AMP the GradScaler skips such steps itself; there the loss is checked,
+        so NaN losses are still counted and never reach the EMA or the beta2 balance."""
         if self.grad_clip_norm is not None:
             self.clip_gradients(optimizer, gradient_clip_val=self.grad_clip_norm, gradient_clip_algorithm="norm")
         if getattr(self.trainer.precision_plugin, "scaler", None) is not None:
@@ -300,8 +294,7 @@ class SRGANModule(pl.LightningModule):
         self.batches_seen += 1
         schedulers = self.lr_schedulers()
         for sched in schedulers if isinstance(schedulers, list) else [schedulers]:
-            if sched is not None:
-                sched.step()
+            sched.step()
         if self.max_batches is not None and self.batches_seen >= self.max_batches:
             self.trainer.should_stop = True
 
@@ -353,8 +346,7 @@ class SRGANModule(pl.LightningModule):
         return self._evaluate(batch, "test")
 
     def predict_step(self, batch: dict[str, Any] | Tensor, batch_idx: int) -> Tensor:
-        lr = batch["lr"] if isinstance(batch, dict) else batch
-        return self.inference_generator()(lr).clamp(0, 1)
+        return self.inference_generator()(batch["lr"] if isinstance(batch, dict) else batch).clamp(0, 1)
 
     def configure_optimizers(self) -> Any:
         opt_g = self.optimizer_g(self.generator.parameters())
