@@ -31,6 +31,7 @@ from conftest import run_main, save_png, run_in_group
 from test_module import make_module, make_trainer
 
 from salightning import checkpoint_io
+from salightning.callbacks import WandbRunId
 from salightning.checkpoint_io import SafeCheckpointIO, load_checkpoint_file
 from salightning.data import ImageSRDataModule
 from salightning.models import RRDBNet, load_pretrained
@@ -838,7 +839,7 @@ def test_checkpoint_records_the_wandb_run_id(tmp_path, patch_loaders):
     logger = WandbLogger(id="run456", save_dir=str(tmp_path))
     trainer = make_trainer(
         tmp_path, limit_train_batches=1, logger=logger, enable_checkpointing=True,
-        callbacks=[pl.callbacks.ModelCheckpoint(dirpath=tmp_path / "ck", save_last=True)],
+        callbacks=[pl.callbacks.ModelCheckpoint(dirpath=tmp_path / "ck", save_last=True), WandbRunId()],
     )
     try:
         trainer.fit(make_module(stage=1), train)
