@@ -111,12 +111,13 @@ def test_generator_then_discriminator_order(tmp_path, patch_loaders):
     assert order == ["G", "D"] * 3
 
 
-def test_discriminator_gets_no_gradient_from_generator_step(patch_loaders):
+def test_generator_objective_reaches_every_generator_parameter(patch_loaders):
     train, _ = patch_loaders
     module = make_module(stage=2)
     batch = next(iter(train))
     sr = module.generator(batch["lr"])
-    total, _ = module.objective(sr, batch["hr"], module.pixel_loss.edge_map(batch["hr"]), module.discriminator)
+    total, terms = module.objective(sr, batch["hr"], module.pixel_loss.edge_map(batch["hr"]), module.discriminator)
+    assert {"pixel", "adversarial", "sa_share"} <= set(terms)
     # in training the D parameters are frozen by toggle_optimizer; here check the G loss reaches G
     total.backward()
     assert all(p.grad is not None for p in module.generator.parameters())
