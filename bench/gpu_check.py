@@ -70,7 +70,7 @@ def stage2_step(fig: Figures, device: str, tmp: Path) -> None:
     from salightning.edges import LocalVariance
     from salightning.losses import AdversarialLoss, SAPixelLoss
     from salightning.models import RRDBNet, VGGStyleDiscriminator
-    from salightning.module import SRGANModule
+    from salightning.training import SRGANModule
 
     bench_module.quiet_lightning()
     paper = device == "cuda"
@@ -83,7 +83,7 @@ def stage2_step(fig: Figures, device: str, tmp: Path) -> None:
         generator = RRDBNet(num_features=64, num_blocks=23, growth_channels=32, scale=4) if paper else RRDBNet(num_features=8, num_blocks=1, growth_channels=8, scale=4)
         module = SRGANModule(
             generator=generator, discriminator=VGGStyleDiscriminator(input_size=128, num_features=64 if paper else 8),
-            pixel_loss=SAPixelLoss(alpha=0.01, beta=20.0, edge_extractor=LocalVariance()),
+            pixel_loss=SAPixelLoss(beta1=0.01, beta2=20.0, edge_extractor=LocalVariance()),
             adversarial_loss=AdversarialLoss("relativistic"), adversarial_weight=0.005, channels_last=channels_last,
         )
         periods, _ = bench_module.run_module(module, batches, precision, device)

@@ -112,8 +112,8 @@ def video_arms() -> list[Arm]:
 
 
 # ------------------------------------------------------------------------------ configs
-def _pixel_loss(alpha: float, beta: float, extractor: dict | None, distance: str) -> dict:
-    init: dict[str, Any] = {"alpha": alpha, "beta": beta, "distance": distance}
+def _pixel_loss(beta1: float, beta2: float, extractor: dict | None, distance: str) -> dict:
+    init: dict[str, Any] = {"beta1": beta1, "beta2": beta2, "distance": distance}
     if extractor is not None:
         init["edge_extractor"] = extractor
     return {"class_path": "salightning.losses.SAPixelLoss", "init_args": init}
@@ -346,7 +346,8 @@ def _beta_of(ckpt: Path) -> float:
     import torch
 
     state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
-    return float(state["pixel_loss.beta"])
+    # checkpoints written before salightning.training kept beta2 at "pixel_loss.beta"
+    return float(state.get("objective.pixel_loss.beta2", state.get("pixel_loss.beta")))
 
 
 def _batches_of(ckpt: Path) -> int:

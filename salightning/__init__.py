@@ -19,8 +19,8 @@ __version__ = "0.1.0"
 
 #: public name -> the module that defines it (imported on first access).
 _PUBLIC = {
-    "SRGANModule": "salightning.module",
-    "TrainingDiverged": "salightning.module",
+    "SRGANModule": "salightning.training",
+    "TrainingDiverged": "salightning.training",
     "SAPixelLoss": "salightning.losses",
     "PerceptualLoss": "salightning.losses",
     "SAPerceptualLoss": "salightning.losses",

@@ -64,6 +64,18 @@ def check_same_shape(a: Tensor, b: Tensor, name_a: str, name_b: str) -> None:
         )
 
 
+def check_broadcast(x: Tensor, name: str, target_shape: torch.Size, target_name: str) -> None:
+    """Raise unless ``x`` broadcasts to exactly ``target_shape`` (a weight map for a loss)."""
+    try:
+        shape = torch.broadcast_shapes(x.shape, target_shape)
+    except RuntimeError:
+        shape = None
+    if shape != target_shape:
+        raise ValueError(
+            f"{name} must broadcast to the shape of {target_name} {tuple(target_shape)}, got shape {tuple(x.shape)}"
+        )
+
+
 def check_finite(value: float, name: str) -> float:
     """Raise unless ``value`` is a finite number (YAML's ``.nan`` and ``.inf`` are floats)."""
     try:

@@ -1,5 +1,6 @@
 """Callbacks: validation image panels (LR | SR | HR | W), ``last.ckpt`` kept fresh (every N
-batches and on SIGTERM / SIGINT), and an end-of-run summary.
+batches and on SIGTERM / SIGINT), an end-of-run summary, and the RNG states and W&B run id
+kept in checkpoints.
 
 Every callback is safe under DDP: collectives run on all ranks, files are written by rank 0."""
 
@@ -221,3 +222,67 @@ class RunSummary(pl.Callback):
         if metrics:
             lines.append("  last validation : " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items())))
         print("\n".join(lines), flush=True)
+
+
+def rng_states() -> dict[str, Any]:
+    """The global RNG states (torch, CUDA, numpy, Python) in types ``torch.load(weights_only=True)`` reads."""
+    import random
+
+    import numpy as np
+
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached),
+        "python": random.getstate(),
+    }
+
+
+def set_rng_states(states: dict[str, Any]) -> None:
+    """Restore what :func:`rng_states` returned (CUDA states only on as many devices as were saved)."""
+    import random
+
+    import numpy as np
+
+    torch.set_rng_state(states["torch"])
+    if states["cuda"] and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(states["cuda"])
+    kind, keys, pos, has_gauss, cached = states["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    version, internal, gauss = states["python"]
+    random.setstate((version, tuple(internal), gauss))
+
+
+class RNGStates(pl.Callback):
+    """Save the global RNG states in every checkpoint and restore them when a fit resumes, so a
+    resumed run draws the same random numbers as an uninterrupted one (bit-exact resume).
+
+    The states go to ``checkpoint["salightning"]["rng_states"]``; they are applied when training
+    starts (after the checkpoint is restored, before the first DataLoader iterator draws a
+    seed), so loading a checkpoint for inference leaves the RNGs alone. ``salightning fit``
+    adds this callback to every run."""
+
+    def __init__(self) -> None:
+        self._to_restore: dict[str, Any] | None = None
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
+        checkpoint.setdefault("salightning", {})["rng_states"] = rng_states()
+
+    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
+        self._to_restore = checkpoint.get("salightning", {}).get("rng_states")
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._to_restore is not None:
+            set_rng_states(self._to_restore)
+            self._to_restore = None
+
+
+class WandbRunId(pl.Callback):
+    """Record the W&B run id in every checkpoint (``checkpoint["salightning"]["wandb_run_id"]``),
+    so that ``--ckpt_path`` also continues the same W&B run. ``salightning fit`` adds it to every run."""
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
+        for logger in trainer.loggers:
+            if type(logger).__name__ == "WandbLogger" and logger.version is not None:
+                checkpoint.setdefault("salightning", {})["wandb_run_id"] = str(logger.version)

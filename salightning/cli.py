@@ -30,11 +30,11 @@ from lightning_fabric.utilities.exceptions import MisconfigurationException
 from pytorch_lightning import LightningDataModule, Trainer
 from pytorch_lightning.cli import LightningCLI, SaveConfigCallback
 
-from salightning.callbacks import LastCheckpoint
+from salightning.callbacks import LastCheckpoint, RNGStates, WandbRunId
 from salightning.checkpoint_io import SafeCheckpointIO
 from salightning.checkpoints import NonFiniteCheckpointError, check_trusted_classes, class_paths, load_checkpoint_file
 from salightning.paths import check_output_not_inside
-from salightning.module import SRGANModule, TrainingDiverged
+from salightning.training import SRGANModule, TrainingDiverged
 from salightning.runs import RUN_DIR_ENV, RunLock, choose_run_dir, is_global_rank_zero
 from salightning.weights import MissingWeightsError
 
@@ -178,8 +178,11 @@ class SALightningCLI(LightningCLI):
         strategy = trainer.strategy
         if type(strategy.checkpoint_io) is TorchCheckpointIO:
             strategy.checkpoint_io = SafeCheckpointIO()
-        if self.subcommand == "fit" and not any(isinstance(cb, LastCheckpoint) for cb in trainer.callbacks):
-            trainer.callbacks.append(LastCheckpoint())  # SIGTERM / SIGINT: a checkpoint, a non-zero exit
+        if self.subcommand == "fit":
+            # LastCheckpoint: SIGTERM / SIGINT give a checkpoint and a non-zero exit; RNGStates: bit-exact resume.
+            for kind in (LastCheckpoint, RNGStates, WandbRunId):
+                if not any(isinstance(cb, kind) for cb in trainer.callbacks):
+                    trainer.callbacks.append(kind())
         for callback in trainer.callbacks:
             if isinstance(callback, SaveConfigCallback) and self._user_config is not None:
                 callback.config = self._user_config  # the config as given: re-runnable into a new run folder

@@ -159,12 +159,12 @@ def make_module(stage: int = 2, **kwargs) -> "SRGANModule":
 
     from salightning.edges import LocalVariance
     from salightning.losses import AdversarialLoss, SAPixelLoss
-    from salightning.module import SRGANModule
+    from salightning.training import SRGANModule
 
     pl.seed_everything(0)
     defaults = dict(
         generator=tiny_generator(),
-        pixel_loss=SAPixelLoss(alpha=1.0, beta=5.0, edge_extractor=LocalVariance()),
+        pixel_loss=SAPixelLoss(beta1=1.0, beta2=5.0, edge_extractor=LocalVariance()),
         optimizer_g=partial(torch.optim.Adam, lr=2e-3),
         optimizer_d=partial(torch.optim.Adam, lr=2e-3),
     )
@@ -205,8 +205,9 @@ def tiny_config(root: Path, max_epochs: int = 3, num_workers: int = 0) -> dict[s
     """A stage-2 SA-GAN (tiny RRDBNet, 32x32 VGG-style D, auto-beta, EMA, an LR milestone) on the
     photos of :func:`make_project`; 4 batches per epoch; everything it writes goes to ``root/run``.
 
-    Counted in batches: beta is calibrated over batches 1-6 and the LR halves after batch 5, so
-    a checkpoint at the end of epoch 0 (batch 4) holds a half-done calibration and the first LR.
+    Counted in batches: beta2 is calibrated over batches 1-6, then held at the share (running
+    means, saved in checkpoints), and the LR halves after batch 5, so a checkpoint at the end of
+    epoch 0 (batch 4) holds a half-done calibration and the first LR.
     """
     run = root / "run"
     return {
@@ -235,10 +236,12 @@ def tiny_config(root: Path, max_epochs: int = 3, num_workers: int = 0) -> dict[s
             "adversarial_loss": {"class_path": "salightning.losses.AdversarialLoss", "init_args": {"kind": "relativistic"}},
             "pixel_loss": {
                 "class_path": "salightning.losses.SAPixelLoss",
-                "init_args": {"alpha": 1.0, "beta": 0.0, "edge_extractor": {"class_path": "salightning.edges.LocalVariance"}},
+                "init_args": {"beta1": 1.0, "beta2": 0.0, "edge_extractor": {"class_path": "salightning.edges.LocalVariance"}},
             },
             "sa_target_share": 0.15,
+            "sa_beta_mode": "hold",
             "sa_calibration_batches": 6,
+            "sa_hold_batches": 4,
             "lr_milestones": [5],
             "ema_decay": 0.9,
             "optimizer_g": {"class_path": "torch.optim.Adam", "init_args": {"lr": 0.002}},

@@ -233,7 +233,7 @@ def _(u):
 
 @case("negative-pixel-coefficient")
 def _(u):
-    return fit(u, "--model.pixel_loss.init_args.alpha", "-0.5"), ["alpha", "-0.5"]
+    return fit(u, "--model.pixel_loss.init_args.beta1", "-0.5"), ["beta1", "-0.5"]
 
 
 @case("even-window-size")
@@ -298,8 +298,8 @@ SETTINGS = [  # (option, value, what the message names)
     ("optimizer_g.init_args.lr", ".inf", ["model.optimizer_g lr", "inf"]),
     ("optimizer_g.init_args.lr", ".nan", ["model.optimizer_g lr", "nan"]),
     ("optimizer_d.init_args.lr", "0", ["model.optimizer_d lr", "0"]),
-    ("pixel_loss.init_args.alpha", ".nan", ["alpha", "nan"]),
-    ("pixel_loss.init_args.beta", ".inf", ["beta", "inf"]),
+    ("pixel_loss.init_args.beta1", ".nan", ["beta1", "nan"]),
+    ("pixel_loss.init_args.beta2", ".inf", ["beta2", "inf"]),
 ]
 for _option, _value, _culprits in SETTINGS:
     case(f"setting-{_option.replace('.init_args.', '-')}-{_value.lstrip('.')}")(

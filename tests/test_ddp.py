@@ -29,7 +29,7 @@ SCRIPT = textwrap.dedent(
     from salightning.edges import LocalVariance
     from salightning.losses import AdversarialLoss, SAPixelLoss
     from salightning.models import RRDBNet, VGGStyleDiscriminator
-    from salightning.module import SRGANModule
+    from salightning.training import SRGANModule
 
     torch.set_num_threads(1)
     out = Path({out!r})
@@ -38,7 +38,7 @@ SCRIPT = textwrap.dedent(
         generator=RRDBNet(num_features=8, num_blocks=1, growth_channels=4, scale=4),
         discriminator=VGGStyleDiscriminator(num_features=8, input_size=32),
         adversarial_loss=AdversarialLoss("relativistic"),
-        pixel_loss=SAPixelLoss(alpha=0.01, beta=0.0, edge_extractor=LocalVariance()),
+        pixel_loss=SAPixelLoss(beta1=0.01, beta2=0.0, edge_extractor=LocalVariance()),
         optimizer_g=partial(torch.optim.Adam, lr=1e-3),
         optimizer_d=partial(torch.optim.Adam, lr=1e-3),
         lr_milestones=[3],
@@ -83,7 +83,7 @@ def test_ddp_two_process_stage2_ranks_agree(tmp_path):
     for key in compared:
         torch.testing.assert_close(r0[key], r1[key], rtol=0, atol=0, msg=f"ranks differ on {key}")
     # the auto-calibrated SA beta is the same on both ranks and non-zero
-    assert float(r0["pixel_loss.beta"]) > 0
+    assert float(r0["objective.pixel_loss.beta2"]) > 0
 
 
 VALIDATE_SCRIPT = textwrap.dedent(
@@ -95,7 +95,7 @@ VALIDATE_SCRIPT = textwrap.dedent(
     from salightning.data import ImageSRDataModule
     from salightning.losses import SAPixelLoss
     from salightning.models import RRDBNet
-    from salightning.module import SRGANModule
+    from salightning.training import SRGANModule
 
     torch.set_num_threads(1)
     pl.seed_everything(0)

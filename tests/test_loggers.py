@@ -137,7 +137,7 @@ def test_trains_with_the_module_and_the_panels_callback(clean_env, tmp_path, mon
     """A short stage-1 fit logging to a disabled W&B run: metrics, hyper-parameters and panels."""
     from salightning.callbacks import RunSummary, ValidationPanels
     from salightning.models import RRDBNet
-    from salightning.module import SRGANModule
+    from salightning.training import SRGANModule
 
     monkeypatch.setenv("WANDB_MODE", "disabled")
     pl.seed_everything(0)

@@ -14,7 +14,7 @@ from torch import nn
 from salightning.losses import (
     AdversarialLoss,
     DCTPerceptualLoss,
-    PixelLossOutput,
+    PixelLossParts,
     SAPixelLoss,
     TotalVariationLoss,
     WeightedCharbonnier,
@@ -127,80 +127,108 @@ def test_distance_bad_input(call, match):
 # ---------------------------------------------------------------- SA pixel loss (eq. 8, 9, 12, 13)
 @pytest.mark.parametrize("distance", ["l1", "charbonnier"])
 def test_sa_pixel_loss_decomposition(hr, distance):
-    loss = SAPixelLoss(alpha=0.01, beta=20.0, edge_extractor=make_edge_extractor(), distance=distance)
+    loss = SAPixelLoss(beta1=0.01, beta2=20.0, edge_extractor=make_edge_extractor(), distance=distance)
     sr = degrade(hr)
-    out = loss(sr, hr)
-    assert isinstance(out, PixelLossOutput)
+    value = loss(sr, hr)
+    assert isinstance(value, torch.Tensor) and value.shape == ()
+    out = loss.parts(sr, hr)
+    assert isinstance(out, PixelLossParts)
     w = loss.edge_map(hr)
     assert w.shape == hr.shape and w.dtype == torch.float32 and not w.requires_grad
     assert w.min() >= 0 and w.max() <= 1 and w.max() > 0.5  # real photos have edges
     torch.testing.assert_close(out.total, out.plain + out.sa)
+    torch.testing.assert_close(out.total, value)
     torch.testing.assert_close(out.sa, 20.0 * out.sa_unit)
-    # Eq. 12 / 13: one weighted distance with H = alpha * 1 + beta * W(hr).
-    torch.testing.assert_close(out.total, weighted_distance(sr, hr, 0.01 + 20.0 * w, distance))
+    # Eq. 12 / 13: one weighted distance with H = beta1 * 1 + beta2 * W(hr).
+    torch.testing.assert_close(value, weighted_distance(sr, hr, 0.01 + 20.0 * w, distance))
     torch.testing.assert_close(out.plain, weighted_distance(sr, hr, 0.01, distance))
     torch.testing.assert_close(out.sa_unit, weighted_distance(sr, hr, w, distance))
     # The edge term is larger than the plain one: the degradation hurts the edges most.
     assert out.sa_unit > 0.3 * out.plain / 0.01
 
 
-def test_sa_pixel_loss_beta_zero_is_plain_l1(hr):
+def test_sa_pixel_loss_beta2_zero_is_plain_l1(hr):
     sr = degrade(hr)
-    out = SAPixelLoss(alpha=0.5, beta=0.0, edge_extractor=make_edge_extractor())(sr, hr)
-    torch.testing.assert_close(out.total, 0.5 * F.l1_loss(sr, hr))
+    loss = SAPixelLoss(beta1=0.5, beta2=0.0, edge_extractor=make_edge_extractor())
+    out = loss.parts(sr, hr)
+    torch.testing.assert_close(loss(sr, hr), 0.5 * F.l1_loss(sr, hr))
     torch.testing.assert_close(out.plain, out.total)
     assert out.sa.item() == 0.0
-    assert out.sa_unit.item() > 0  # still measured, for calibrating beta
+    assert out.sa_unit.item() > 0  # still measured, for calibrating beta2
 
 
 def test_sa_pixel_loss_without_extractor_uses_given_edge_map(hr):
     sr = degrade(hr)
-    loss = SAPixelLoss(alpha=1.0, beta=2.0)
-    out = loss(sr, hr)
+    loss = SAPixelLoss(beta1=1.0, beta2=2.0)
+    out = loss.parts(sr, hr)
     assert loss.edge_map(hr) is None
-    torch.testing.assert_close(out.total, F.l1_loss(sr, hr))
+    torch.testing.assert_close(loss(sr, hr), F.l1_loss(sr, hr))
     assert out.sa.item() == 0.0 and out.sa_unit.item() == 0.0
     w1 = hr.mean(1, keepdim=True)  # (B, 1, H, W), shared by the channels
-    out = loss(sr, hr, edge_map=w1)
-    torch.testing.assert_close(out.total, weighted_l1(sr, hr, 1.0 + 2.0 * w1.expand_as(hr)))
-    with pytest.raises(ValueError, match="edge_map must broadcast"):
-        loss(sr, hr, edge_map=w1[..., :-1])
+    torch.testing.assert_close(loss(sr, hr, edge_map=w1), weighted_l1(sr, hr, 1.0 + 2.0 * w1.expand_as(hr)))
+    for call in (loss, loss.parts):
+        with pytest.raises(ValueError, match="edge_map must broadcast"):
+            call(sr, hr, edge_map=w1[..., :-1])
 
 
 def test_sa_pixel_loss_gradients_reach_sr_only(hr):
-    loss = SAPixelLoss(alpha=0.01, beta=20.0, edge_extractor=make_edge_extractor(), distance="charbonnier")
+    loss = SAPixelLoss(beta1=0.01, beta2=20.0, edge_extractor=make_edge_extractor(), distance="charbonnier")
     sr = degrade(hr).requires_grad_(True)
     target = hr.clone().requires_grad_(True)
     w_given = hr.mean(1, keepdim=True).requires_grad_(True)
     d = sr.detach() - hr
     for edge_map, w in ((None, loss.edge_map(hr)), (w_given, w_given.detach())):
         sr.grad = None
-        loss(sr, target, edge_map=edge_map).total.backward()
+        loss(sr, target, edge_map=edge_map).backward()
         assert target.grad is None and w_given.grad is None
-        # d/d sr of mean((alpha + beta W) sqrt(d^2 + eps^2)): edge pixels weigh up to 2000x more.
+        # d/d sr of mean((beta1 + beta2 W) sqrt(d^2 + eps^2)): edge pixels weigh up to 2000x more.
         torch.testing.assert_close(sr.grad, (0.01 + 20.0 * w) * d / torch.sqrt(d * d + 1e-6) / d.numel())
     assert not loss.edge_map(target).requires_grad
 
 
-def test_sa_pixel_loss_beta_buffer(hr):
-    loss = SAPixelLoss(alpha=1.0, beta=0.0, edge_extractor=make_edge_extractor())
-    assert loss.beta.dtype == torch.float32 and "beta" in loss.state_dict()
-    loss.set_beta(17.3)
-    assert loss.beta.item() == pytest.approx(17.3)
+def test_sa_pixel_loss_beta2_buffer(hr):
+    loss = SAPixelLoss(beta1=1.0, beta2=0.0, edge_extractor=make_edge_extractor())
+    assert loss.beta2.dtype == torch.float32 and "beta2" in loss.state_dict()
+    loss.set_beta2(17.3)
+    assert loss.beta2.item() == pytest.approx(17.3)
     loss.half()
-    assert loss.beta.dtype == torch.float32 and loss.beta.item() == pytest.approx(17.3)
-    restored = SAPixelLoss(alpha=1.0, beta=0.0, edge_extractor=make_edge_extractor())
+    assert loss.beta2.dtype == torch.float32 and loss.beta2.item() == pytest.approx(17.3)
+    restored = SAPixelLoss(beta1=1.0, beta2=0.0, edge_extractor=make_edge_extractor())
     restored.load_state_dict(loss.state_dict())
-    assert restored.beta.item() == pytest.approx(17.3)
+    assert restored.beta2.item() == pytest.approx(17.3)
     sr = degrade(hr)
-    torch.testing.assert_close(restored(sr, hr).sa, 17.3 * restored(sr, hr).sa_unit)
+    torch.testing.assert_close(restored.parts(sr, hr).sa, 17.3 * restored.parts(sr, hr).sa_unit)
+
+
+def test_sa_pixel_loss_loads_the_buffer_of_old_checkpoints():
+    # Checkpoints written before the rename name the buffer "beta".
+    restored = SAPixelLoss(beta1=1.0, beta2=0.0)
+    restored.load_state_dict({"beta": torch.tensor(3.5)})
+    assert restored.beta2.item() == 3.5
+
+
+def test_sa_pixel_loss_old_names_still_work_with_a_deprecation_warning(hr):
+    sr = degrade(hr)
+    new = SAPixelLoss(beta1=0.01, beta2=20.0, edge_extractor=make_edge_extractor())
+    with pytest.warns(DeprecationWarning, match="use beta1"):
+        old = SAPixelLoss(alpha=0.01, beta=20.0, edge_extractor=make_edge_extractor())
+    assert old.beta1 == 0.01 and old.beta2.item() == 20.0
+    torch.testing.assert_close(old(sr, hr), new(sr, hr))
+    with pytest.warns(DeprecationWarning, match="use set_beta2"):
+        old.set_beta(2.0)
+    with pytest.warns(DeprecationWarning, match="use beta2"):
+        assert old.beta.item() == 2.0
+    with pytest.raises(ValueError, match="beta1 or its deprecated name alpha, not both"):
+        SAPixelLoss(beta1=0.1, alpha=0.2)
 
 
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
+        ({"beta1": -0.1}, r"beta1 must be >= 0, got -0.1"),
+        ({"beta2": -2.0}, r"beta2 must be >= 0, got -2.0"),
+        ({"beta2": float("inf")}, r"beta2 must be finite"),
         ({"alpha": -0.1}, r"alpha must be >= 0, got -0.1"),
-        ({"beta": -2.0}, r"beta must be >= 0, got -2.0"),
         ({"beta": float("inf")}, r"beta must be finite"),
         ({"distance": "charbonnier", "eps": 0.0}, r"eps must be > 0, got 0.0"),
         ({"distance": "huber"}, r"distance must be 'l1', 'charbonnier' or 'mse', got 'huber'"),
@@ -213,8 +241,8 @@ def test_sa_pixel_loss_bad_arguments(kwargs, match):
 
 def test_sa_pixel_loss_bad_inputs(hr):
     loss = SAPixelLoss()
-    with pytest.raises(ValueError, match=r"beta must be >= 0, got -1.0"):
-        loss.set_beta(-1.0)
+    with pytest.raises(ValueError, match=r"beta2 must be >= 0, got -1.0"):
+        loss.set_beta2(-1.0)
     with pytest.raises(ValueError, match="sr and hr must have the same shape"):
         loss(hr[:, :, :-1], hr)
     with pytest.raises(ValueError, match="sr must have 4 dimensions"):

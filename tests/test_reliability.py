@@ -40,6 +40,7 @@ from conftest import (
 )
 
 from salightning import checkpoints as checkpoint_files
+from salightning.callbacks import WandbRunId
 from salightning.checkpoint_io import SafeCheckpointIO
 from salightning.checkpoints import load_checkpoint_file
 from salightning.data import ImageSRDataModule
@@ -215,7 +216,7 @@ def test_sigkill_mid_epoch_then_resume_last_ends_with_the_uninterrupted_weights(
     before = r.at_kill.last
     resumed_at = 5 if r.kind == "mid-epoch" else 4
     assert before["salightning"]["batches_seen"] == resumed_at and before["epoch"] == (resumed_at - 1) // 4
-    assert before["salightning"]["sa_calibrated"] is False and before["salightning"]["calibration"][2] == resumed_at
+    assert before["salightning"]["sa_balance"]["calibrated"] is False and before["salightning"]["sa_balance"]["count"] == resumed_at
     # The milestone (after batch 5) is still ahead of the epoch-end checkpoint, just behind the mid-epoch one.
     assert before["optimizer_states"][0]["param_groups"][0]["lr"] == pytest.approx(2e-3 if resumed_at < 5 else 1e-3)
     assert "Restored all states from the checkpoint" in r.resumed_log and "last.ckpt" in r.resumed_log
@@ -225,8 +226,8 @@ def test_sigkill_mid_epoch_then_resume_last_ends_with_the_uninterrupted_weights(
     assert same(a["salightning"], b["salightning"])  # batch counter, non-finite count, beta calibration sums
     assert (a["epoch"], a["global_step"]) == (b["epoch"], b["global_step"]) == (2, 24)
     # beta was calibrated after the resume, identically; the LR halved after the resume, identically
-    assert float(b["state_dict"]["pixel_loss.beta"]) > 0
-    assert torch.equal(a["state_dict"]["pixel_loss.beta"], b["state_dict"]["pixel_loss.beta"])
+    assert float(b["state_dict"]["objective.pixel_loss.beta2"]) > 0
+    assert torch.equal(a["state_dict"]["objective.pixel_loss.beta2"], b["state_dict"]["objective.pixel_loss.beta2"])
     for i in (0, 1):
         assert b["optimizer_states"][i]["param_groups"][0]["lr"] == a["optimizer_states"][i]["param_groups"][0]["lr"] == pytest.approx(1e-3)
     # Generator, discriminator, EMA generator (and its n_averaged), BatchNorm statistics: bit for bit.
@@ -300,7 +301,7 @@ def test_slurm_sigusr1_saves_an_hpc_checkpoint_requeues_and_the_requeued_job_res
     assert "hpc_ckpt_1.ckpt" in slurm_run.requeued_log and "Restored all states" in slurm_run.requeued_log
     final = _last(slurm_run.project)
     assert final["salightning"]["batches_seen"] == 12 and final["global_step"] == 24
-    assert final["salightning"]["sa_calibrated"] is True
+    assert final["salightning"]["sa_balance"]["calibrated"] is True
     assert all(torch.isfinite(v).all() for v in final["state_dict"].values() if v.is_floating_point())
 
 
@@ -634,7 +635,7 @@ def test_skip_unreadable_warns_with_the_file_and_trains(tmp_path, photos):
     trainer = make_trainer(tmp_path, max_epochs=2, limit_val_batches=0)
     with pytest.warns(UserWarning, match=r"skip_unreadable.*photo0_truncated\.png"):
         trainer.fit(module, datamodule=_image_data(project / "train", skip_unreadable=True))
-    assert module.batches_seen == 2 * 4 and module.nonfinite_total == 0
+    assert module.batches_seen == 2 * 4 and module.nonfinite_guard.total == 0
     assert bad.exists()  # skipped, never touched
 
 
@@ -705,7 +706,7 @@ def test_nonfinite_gradient_with_a_finite_loss_is_skipped(tmp_path, patch_loader
     make_trainer(tmp_path, max_epochs=1, limit_val_batches=0, callbacks=[PoisonSecondBatch()]).fit(module, train)
     assert poison["done"] >= 1 and all(math.isfinite(x) for x in losses)  # every loss was finite
     assert all(torch.isfinite(p).all() for p in module.parameters())
-    assert module.nonfinite_total == 1 and module.batches_seen == len(train)
+    assert module.nonfinite_guard.total == 1 and module.batches_seen == len(train)
 
 
 @pytest.mark.xfail(
@@ -753,7 +754,7 @@ def test_checkpoint_records_the_wandb_run_id(tmp_path, patch_loaders):
     logger = WandbLogger(id="run456", save_dir=str(tmp_path))
     trainer = make_trainer(
         tmp_path, limit_train_batches=1, logger=logger, enable_checkpointing=True,
-        callbacks=[pl.callbacks.ModelCheckpoint(dirpath=tmp_path / "ck", save_last=True)],
+        callbacks=[pl.callbacks.ModelCheckpoint(dirpath=tmp_path / "ck", save_last=True), WandbRunId()],
     )
     try:
         trainer.fit(make_module(stage=1), train)

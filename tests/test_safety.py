@@ -161,7 +161,7 @@ def test_a_non_finite_state_is_never_written_and_the_last_good_file_stays(saved,
 
 def test_training_diverged_is_one_line_with_status_2(monkeypatch, capsys):
     import salightning.cli
-    from salightning.module import TrainingDiverged
+    from salightning.training import TrainingDiverged
 
     def diverge(argv):
         raise TrainingDiverged("20 non-finite losses in a row at batch 7")

@@ -35,7 +35,7 @@ from salightning.losses.distances import (
     weighted_l1,
 )
 from salightning.losses.perceptual import PerceptualLoss, SAPerceptualLoss, VGGFeatureExtractor, vgg19_layer_names
-from salightning.losses.pixel import PixelLossOutput, SAPixelLoss
+from salightning.losses.pixel import PixelLossParts, SAPixelLoss
 from salightning.losses.regularizers import TotalVariationLoss, total_variation
 
 __all__ = [
@@ -46,7 +46,7 @@ __all__ = [
     "DCTPerceptualLoss",
     "Distance",
     "PerceptualLoss",
-    "PixelLossOutput",
+    "PixelLossParts",
     "SAPerceptualLoss",
     "SAPixelLoss",
     "TotalVariationLoss",

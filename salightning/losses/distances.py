@@ -23,7 +23,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from salightning._checks import check_non_negative, check_positive, check_tensor
+from salightning._checks import check_broadcast, check_non_negative, check_positive, check_tensor
 
 __all__ = [
     "Distance",
@@ -72,18 +72,6 @@ def distance_penalty(distance: str, eps: float = 1e-3) -> Callable[[Tensor], Ten
     raise ValueError(f"distance must be 'l1', 'charbonnier' or 'mse', got {distance!r}")
 
 
-def _check_broadcast(x: Tensor, name: str, target_shape: torch.Size, target_name: str) -> None:
-    """Raise unless ``x`` broadcasts to exactly ``target_shape`` (a weight map for a loss)."""
-    try:
-        shape = torch.broadcast_shapes(x.shape, target_shape)
-    except RuntimeError:
-        shape = None
-    if shape != target_shape:
-        raise ValueError(
-            f"{name} must broadcast to the shape of {target_name} {tuple(target_shape)}, got shape {tuple(x.shape)}"
-        )
-
-
 def _float32_if_half(x: Tensor) -> Tensor:
     # Half-precision squares underflow (eps^2 = 1e-6 is subnormal in float16): compute in float32.
     return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
@@ -95,7 +83,7 @@ def _check_weight(h: Tensor | float, target_shape: torch.Size) -> Tensor | float
     if not isinstance(h, Tensor):
         return float(check_non_negative(float(h), "h"))
     check_tensor(h, "h")
-    _check_broadcast(h, "h", target_shape, "u")
+    check_broadcast(h, "h", target_shape, "u")
     return h
 
 

@@ -7,6 +7,7 @@ sigmoid lives in the adversarial loss.
 """
 
 from salightning.models.discriminators import VGGStyleDiscriminator
+from salightning.models.protocol import GeneratorSpec, constructor_config, generator_spec
 from salightning.models.rrdbnet import RRDB, RRDBNet, ResidualDenseBlock, convert_esrgan_state_dict
 from salightning.models.srresnet import SRGANDiscriminator, SRResNet
 from salightning.models.vsrresnet import VSRResFeatGANDiscriminator, VSRResNet
@@ -21,4 +22,7 @@ __all__ = [
     "SRGANDiscriminator",
     "VSRResFeatGANDiscriminator",
     "convert_esrgan_state_dict",
+    "GeneratorSpec",
+    "constructor_config",
+    "generator_spec",
 ]

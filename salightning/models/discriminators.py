@@ -52,6 +52,7 @@ class VGGStyleDiscriminator(nn.Module):
         if not isinstance(input_size, int) or input_size < 32 or input_size & (input_size - 1):
             raise ValueError(f"input_size must be a power of two >= 32, got {input_size!r}")
         self.in_channels = in_channels
+        self.num_features = num_features
         self.input_size = input_size
         self.adaptive_pool = adaptive_pool
         self.num_stages = input_size.bit_length() - 3  # log2(input_size) - 2: down to 4x4

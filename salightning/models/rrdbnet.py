@@ -35,6 +35,8 @@ class ResidualDenseBlock(nn.Module):
 
     def __init__(self, num_features: int = 64, growth_channels: int = 32, residual_scale: float = 0.2) -> None:
         super().__init__()
+        self.num_features = num_features
+        self.growth_channels = growth_channels
         self.residual_scale = residual_scale
         self.conv1 = nn.Conv2d(num_features, growth_channels, 3, 1, 1)
         self.conv2 = nn.Conv2d(num_features + growth_channels, growth_channels, 3, 1, 1)
@@ -66,6 +68,8 @@ class RRDB(nn.Module):
 
     def __init__(self, num_features: int = 64, growth_channels: int = 32, residual_scale: float = 0.2) -> None:
         super().__init__()
+        self.num_features = num_features
+        self.growth_channels = growth_channels
         self.residual_scale = residual_scale
         self.rdb1 = ResidualDenseBlock(num_features, growth_channels, residual_scale)
         self.rdb2 = ResidualDenseBlock(num_features, growth_channels, residual_scale)
@@ -136,7 +140,11 @@ class RRDBNet(nn.Module):
             )
         self.in_channels = in_channels
         self.out_channels = out_channels
+        self.num_features = num_features
+        self.num_blocks = num_blocks
+        self.growth_channels = growth_channels
         self.scale = scale
+        self.residual_scale = residual_scale
         self.num_frames = 1
         self.input_upsampled = False
         self.pixel_unshuffle = pixel_unshuffle

@@ -65,6 +65,9 @@ class SRResNet(nn.Module):
         if scale not in (2, 3, 4, 8):
             raise ValueError(f"scale must be 2, 3, 4 or 8, got {scale!r}")
         self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.num_features = num_features
+        self.num_blocks = num_blocks
         self.scale = scale
         self.num_frames = 1
         self.input_upsampled = False
@@ -117,6 +120,8 @@ class SRGANDiscriminator(nn.Module):
         check_positive(num_features, "num_features")
         check_positive(pool_size, "pool_size")
         self.in_channels = in_channels
+        self.num_features = num_features
+        self.pool_size = pool_size
         layers: list[nn.Module] = [
             nn.Conv2d(in_channels, num_features, 3, 1, 1), nn.LeakyReLU(0.2, inplace=True)
         ]

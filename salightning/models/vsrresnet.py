@@ -80,6 +80,9 @@ class VSRResNet(nn.Module):
             check_positive(value, name)
         self.in_channels = in_channels
         self.num_frames = num_frames
+        self.frame_features = frame_features
+        self.num_features = num_features
+        self.num_blocks = num_blocks
         self.scale = scale
         self.input_upsampled = True
 
@@ -136,7 +139,9 @@ class VSRResFeatGANDiscriminator(nn.Module):
                             ("num_groups", num_groups), ("pool_size", pool_size)):
             check_positive(value, name)
         self.in_channels = in_channels
+        self.num_features = num_features
         self.num_groups = num_groups
+        self.pool_size = pool_size
         layers: list[nn.Module] = []
         channels = in_channels
         for i in range(num_groups):
