@@ -18,12 +18,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "salightning"
 
 # Offenders outside salightning/data that other work in progress removes (issue 14); each entry
 # is (importer, imported module, name). The lead empties these lists once that work is merged.
-ALLOWED_PRIVATE_IMPORTS = {
-    ("salightning.losses.pixel", "salightning.losses.distances", "_check_broadcast"),
-    ("salightning.losses.pixel", "salightning.losses.distances", "_float32_if_half"),
-    ("salightning.losses.regularizers", "salightning.losses.distances", "_float32_if_half"),
-    ("salightning.losses.dct", "salightning.losses.distances", "_float32_if_half"),
-}
+ALLOWED_PRIVATE_IMPORTS: set[tuple[str, str, str]] = set()
 # Each entry: the sorted modules of one import cycle (a strongly connected component).
 ALLOWED_CYCLES: set[tuple[str, ...]] = set()
 

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from salightning._checks import check_same_shape, check_tensor
-from salightning.losses.distances import Distance, _float32_if_half, distance_penalty, weighted_distance
+from salightning.losses.distances import Distance, float32_if_half, distance_penalty, weighted_distance
 
 __all__ = [
     "JPEG_CHROMINANCE_QUANTIZATION",
@@ -168,7 +168,7 @@ def dct_perceptual_loss(
         hr_c = _pad_to_blocks(_to_color(hr.detach(), color, "hr"))
     if frequency_weights is None:
         frequency_weights = jpeg_frequency_weights(color, device=sr.device)
-    coeffs_sr = block_dct(_float32_if_half(sr_c))
+    coeffs_sr = block_dct(float32_if_half(sr_c))
     coeffs_hr = block_dct(hr_c.to(coeffs_sr.dtype))
     return weighted_distance(coeffs_sr, coeffs_hr, frequency_weights.to(coeffs_sr.dtype), distance, eps)
 

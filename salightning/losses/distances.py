@@ -72,7 +72,8 @@ def distance_penalty(distance: str, eps: float = 1e-3) -> Callable[[Tensor], Ten
     raise ValueError(f"distance must be 'l1', 'charbonnier' or 'mse', got {distance!r}")
 
 
-def _float32_if_half(x: Tensor) -> Tensor:
+def float32_if_half(x: Tensor) -> Tensor:
+    """``x`` in float32 when it is float16 / bfloat16, else unchanged (the losses' working precision)."""
     # Half-precision squares underflow (eps^2 = 1e-6 is subnormal in float16): compute in float32.
     return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
@@ -92,7 +93,7 @@ def _difference(u: Tensor, v: Tensor) -> Tensor:
     check_tensor(v, "v")
     if u.shape != v.shape:
         raise ValueError(f"u and v must have the same shape, got {tuple(u.shape)} and {tuple(v.shape)}")
-    return _float32_if_half(u - v)
+    return float32_if_half(u - v)
 
 
 def weighted_distance(

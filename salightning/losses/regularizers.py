@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from salightning._checks import check_tensor
-from salightning.losses.distances import _float32_if_half
+from salightning.losses.distances import float32_if_half
 
 __all__ = ["TotalVariationLoss", "total_variation"]
 
@@ -33,7 +33,7 @@ def total_variation(x: Tensor) -> Tensor:
     Returns:
         () scalar (float32 for half-precision inputs).
     """
-    x = _float32_if_half(check_tensor(x, "x", ndim=4))
+    x = float32_if_half(check_tensor(x, "x", ndim=4))
     dx = F.pad(x[..., :, 1:] - x[..., :, :-1], (0, 1, 0, 0))
     dy = F.pad(x[..., 1:, :] - x[..., :-1, :], (0, 0, 0, 1))
     # vector_norm's backward is 0 where the norm is 0 (sqrt's would be NaN).
