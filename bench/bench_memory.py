@@ -165,7 +165,7 @@ def child_step(network: str, batch: int, device: str) -> dict[str, Any]:
                 adversarial_weight=ADV_WEIGHT,
                 perceptual_loss=PerceptualLoss("conv5_4", distance="l1", weights="random"),
                 perceptual_weight=1.0,
-                pixel_loss=SAPixelLoss(alpha=0.01, beta=20.0, edge_extractor=LocalVariance(5, delta=0.0015)),
+                pixel_loss=SAPixelLoss(beta1=0.01, beta2=20.0, edge_extractor=LocalVariance(5, delta=0.0015)),
             )
             batches = photo_batches(batch, 1)
         elif network == "sa_vsrresfeatgan":
@@ -177,7 +177,7 @@ def child_step(network: str, batch: int, device: str) -> dict[str, Any]:
                 perceptual_loss=PerceptualLoss("relu5_4", distance="charbonnier", weights="random"),
                 perceptual_weight=0.998,
                 pixel_loss=SAPixelLoss(
-                    alpha=0.001, beta=5.0, edge_extractor=LocalVariance(5, delta=0.0015), distance="charbonnier"
+                    beta1=0.001, beta2=5.0, edge_extractor=LocalVariance(5, delta=0.0015), distance="charbonnier"
                 ),
             )
             batches = [_video_batch(batch)]

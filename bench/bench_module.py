@@ -2,7 +2,7 @@
 in one stage-2 step.
 
 Stage 2 of the paper-size SA-ESRGAN: RRDBNet (23 RRDB blocks, 64 features, growth 32, x4),
-VGGStyleDiscriminator (128x128), SAPixelLoss(alpha=0.01, beta=20, LocalVariance), relativistic
+VGGStyleDiscriminator (128x128), SAPixelLoss(beta1=0.01, beta2=20, LocalVariance), relativistic
 AdversarialLoss with weight 0.005; Adam (lr 1e-4, betas 0.9/0.99) for both networks. The
 perceptual loss is OFF by default (no ImageNet VGG weights exist here); ``--perceptual`` adds
 PerceptualLoss(weights="random") (VGG19 conv5_4, weight 1) to every variant, which costs what
@@ -18,8 +18,8 @@ bicubic x4 down to 32x32):
            D step with G frozen, real term backward, fake term (D on sr.detach()) backward, Adam.
   module   the same through SRGANModule driven by a real pl.Trainer (manual optimisation,
            logger/checkpointing/progress bar/model summary off), SA loss with LocalVariance
-  L1       the module with the plain L1 loss (beta 0, no edge extractor)
-  Canny    the module with SAPixelLoss(beta=20, Canny(100, 200))
+  L1       the module with the plain L1 loss (beta2 0, no edge extractor)
+  Canny    the module with SAPixelLoss(beta2=20, Canny(100, 200))
   with --options (each the SA-LV module with one switch, on its own copy of the networks and
   losses, since the switches change them in place):
   channels_last   SRGANModule(channels_last=True)
@@ -330,9 +330,9 @@ def measure(
     adversarial_loss = AdversarialLoss("relativistic")
     perceptual_loss = PerceptualLoss("conv5_4", weights="random") if perceptual else None
     pixel_losses = {
-        "SA-LV": SAPixelLoss(alpha=0.01, beta=20.0, edge_extractor=LocalVariance()),
-        "L1": SAPixelLoss(alpha=0.01, beta=0.0),
-        "SA-Canny": SAPixelLoss(alpha=0.01, beta=20.0, edge_extractor=Canny(100.0, 200.0)),
+        "SA-LV": SAPixelLoss(beta1=0.01, beta2=20.0, edge_extractor=LocalVariance()),
+        "L1": SAPixelLoss(beta1=0.01, beta2=0.0),
+        "SA-Canny": SAPixelLoss(beta1=0.01, beta2=20.0, edge_extractor=Canny(100.0, 200.0)),
     }
 
     def module(pixel: str, own_copy: bool = False, **switches: bool) -> SRGANModule:
@@ -456,7 +456,7 @@ def main() -> None:
 
     print(
         "stage-2 SA-ESRGAN step: RRDBNet 23 blocks / 64 feat, VGGStyleDiscriminator 128, "
-        f"relativistic GAN x{ADV_WEIGHT}, pixel alpha 0.01 beta 20"
+        f"relativistic GAN x{ADV_WEIGHT}, pixel beta1 0.01 beta2 20"
     )
     percep = "PerceptualLoss(conv5_4, weights=random)" if args.perceptual else "off (--perceptual adds it)"
     print(f"perceptual loss: {percep}")

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import importlib
+import math
 from functools import partial
 
 import pytest
 import pytorch_lightning as pl
 import torch
+from torch import nn
 
 from salightning.edges import LocalVariance
-from salightning.losses import AdversarialLoss, PerceptualLoss, SAPixelLoss
-from salightning.models import RRDBNet, VGGStyleDiscriminator
-from salightning.training import SRGANModule, TrainingDiverged
+from salightning.losses import AdversarialLoss, DCTPerceptualLoss, PerceptualLoss, SAPixelLoss
+from salightning.models import GeneratorSpec, RRDBNet, VGGStyleDiscriminator, generator_config, generator_spec
+from salightning.training import SABalance, SRGANModule, TrainingDiverged
 
 
 def tiny_generator() -> RRDBNet:
@@ -108,12 +111,13 @@ def test_generator_then_discriminator_order(tmp_path, patch_loaders):
     assert order == ["G", "D"] * 3
 
 
-def test_discriminator_gets_no_gradient_from_generator_step(patch_loaders):
+def test_generator_objective_reaches_every_generator_parameter(patch_loaders):
     train, _ = patch_loaders
     module = make_module(stage=2)
     batch = next(iter(train))
     sr = module.generator(batch["lr"])
-    total, _ = module.objective(sr, batch["hr"], module.pixel_loss.edge_map(batch["hr"]), module.discriminator)
+    total, terms = module.objective(sr, batch["hr"], module.pixel_loss.edge_map(batch["hr"]), module.discriminator)
+    assert {"pixel", "adversarial", "sa_share"} <= set(terms)
     # in training the D parameters are frozen by toggle_optimizer; here check the G loss reaches G
     total.backward()
     assert all(p.grad is not None for p in module.generator.parameters())
@@ -321,3 +325,163 @@ def test_nonfinite_loss_from_finite_input_is_skipped(tmp_path, patch_loaders):
         assert torch.equal(a, b)
     assert all(torch.isfinite(p).all() for p in module.generator.parameters())
     assert all(torch.isfinite(b).all() for b in module.discriminator.buffers() if b.is_floating_point())
+
+
+# ------------------------------------------------------------------ the SA beta2 balance (issue 16)
+def tenth_means(values: list[float]) -> list[float]:
+    n = len(values) // 10
+    return [sum(values[k * n : (k + 1) * n]) / n for k in range(10)]
+
+
+def test_hold_keeps_the_sa_share_while_the_gan_term_grows(tmp_path, patch_loaders):
+    """The adversarial weight ramps up 20x over the run, so the GAN term grows (about 13x): calibrate-once
+    lets the SA share fall, hold keeps it at the target (every tenth but the first within 0.02)."""
+    train, _ = patch_loaders
+    batches = 160
+    runs = {}
+    for mode in ("calibrate", "hold"):
+        module = make_module(
+            stage=2, sa_target_share=0.15, sa_beta_mode=mode, sa_calibration_batches=8, sa_hold_batches=8,
+            adversarial_weight=0.01, max_batches=batches,
+            pixel_loss=SAPixelLoss(beta1=0.01, beta2=0.0, edge_extractor=LocalVariance()),
+            # a slow D: the GAN term grows with the ramp rather than with D winning
+            optimizer_g=partial(torch.optim.Adam, lr=2e-4), optimizer_d=partial(torch.optim.Adam, lr=1e-6),
+        )
+        shares, betas = [], []
+
+        class Ramp(pl.Callback):
+            def on_train_batch_start(self, trainer, pl_module, *args):
+                pl_module.objective.adversarial_weight = 0.01 * (1 + 19 * pl_module.batches_seen / batches)
+
+            def on_train_batch_end(self, trainer, pl_module, *args):
+                shares.append(float(trainer.callback_metrics["train/sa_share"]))
+                betas.append(float(pl_module.pixel_loss.beta2))
+
+        make_trainer(tmp_path / mode, max_epochs=batches // len(train), limit_val_batches=0, callbacks=[Ramp()]).fit(module, train)
+        runs[mode] = (tenth_means(shares), betas)
+    calibrated, held = runs["calibrate"][0], runs["hold"][0]
+    assert max(abs(m - 0.15) for m in held[1:]) <= 0.02, held
+    assert calibrated[-1] < 0.15 - 0.03, calibrated  # the drift that hold removes
+    betas = runs["hold"][1][8:]
+    assert betas[-1] > 3 * betas[0]  # beta2 followed the growing GAN term ...
+    assert max(abs(math.log(b / a)) for a, b in zip(betas, betas[1:])) < 0.5  # ... smoothly
+
+
+def test_balance_reports_beta2_when_set_and_when_it_moves():
+    balance = SABalance("hold", target_share=0.2, calibration_batches=2, hold_batches=2, report_factor=1.5)
+    assert balance.update(1.0, 1.0) is None  # still calibrating
+    beta, message = balance.update(1.0, 1.0)
+    assert beta == pytest.approx(0.25) and "set to 0.25" in message
+    assert balance.update(1.0, 1.0)[1] is None  # no move worth a line
+    for _ in range(20):
+        beta, message = balance.update(10.0, 1.0)  # the other terms grew 10x
+        if message is not None:
+            break
+    assert message is not None and "now" in message and beta > 1.5 * 0.25
+    restored = SABalance("hold", target_share=0.2, calibration_batches=2, hold_batches=2)
+    restored.load_state_dict(balance.state_dict())
+    assert restored.update(3.0, 1.0) == balance.update(3.0, 1.0)
+
+
+def test_balance_modes_are_checked():
+    with pytest.raises(ValueError, match="sa_beta_mode must be one of"):
+        make_module(stage=2, sa_target_share=0.15, sa_beta_mode="often")
+    with pytest.raises(ValueError, match="'hold' needs sa_target_share"):
+        make_module(stage=2, sa_beta_mode="hold")
+    module = make_module(stage=2, sa_target_share=0.15, sa_beta_mode="fixed")
+    assert not module.sa_balance.active and float(module.pixel_loss.beta2) == 5.0
+
+
+def test_old_checkpoint_layout_still_loads():
+    """Checkpoints of the single-file module: losses at the top level, beta2 named "beta", the
+    guard's and the calibration's state as flat keys."""
+    module = make_module(stage=2, sa_target_share=0.15)
+    state = {k.replace("objective.", "").replace("pixel_loss.beta2", "pixel_loss.beta"): v for k, v in module.state_dict().items()}
+    state["pixel_loss.beta"] = torch.tensor(7.0)
+    old = {"state_dict": state, "salightning": {"batches_seen": 30, "nonfinite_total": 2, "sa_calibrated": True, "calibration": (3.0, 1.5, 50)}}
+    restored = make_module(stage=2, sa_target_share=0.15)
+    restored.on_load_checkpoint(old)
+    restored.load_state_dict(old["state_dict"])
+    assert float(restored.pixel_loss.beta2) == 7.0
+    assert restored.batches_seen == 30 and restored.nonfinite_guard.total == 2
+    assert restored.sa_balance.calibrated and restored.sa_balance.count == 50 and not restored.sa_balance.active
+
+
+# ------------------------------------------------------------------ missing perceptual term (issue 16)
+def test_gan_stage_with_the_papers_beta1_and_no_perceptual_term_warns_once(tmp_path, patch_loaders):
+    train, _ = patch_loaders
+    module = make_module(stage=2, pixel_loss=SAPixelLoss(beta1=0.01, beta2=20.0, edge_extractor=LocalVariance()))
+    with pytest.warns(UserWarning, match="no perceptual term") as record:
+        make_trainer(tmp_path, limit_train_batches=2, max_epochs=2, limit_val_batches=0).fit(module, train)
+    messages = [str(w.message) for w in record if "no perceptual term" in str(w.message)]
+    assert len(messages) == 1
+    assert "configs/sa_esrgan_lv_dct.yaml" in messages[0] and "configs/sa_vsrresfeatgan_lv_dct.yaml" in messages[0]
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(stage=1, pixel_loss=SAPixelLoss(beta1=0.01)),  # no GAN term
+        dict(stage=2, pixel_loss=SAPixelLoss(beta1=1.0)),  # a pixel weight that holds its own
+        dict(stage=2, pixel_loss=SAPixelLoss(beta1=0.01), adversarial_weight=0.0),
+        dict(stage=2, pixel_loss=SAPixelLoss(beta1=0.01), perceptual_loss=DCTPerceptualLoss()),
+    ],
+)
+def test_no_balance_warning_where_the_balance_is_kept(kwargs):
+    module = make_module(**kwargs)
+    assert module.objective.balance_warning(module.is_gan) is None
+
+
+# ------------------------------------------------------------------ checkpoints and the generator contract
+def test_a_python_built_module_records_its_generator_config(tmp_path, patch_loaders):
+    train, _ = patch_loaders
+    module = make_module(stage=2, ema_decay=0.9)
+    ckpt_cb = pl.callbacks.ModelCheckpoint(dirpath=tmp_path / "ck", save_last=True)
+    make_trainer(tmp_path, limit_train_batches=2, limit_val_batches=0, enable_checkpointing=True, callbacks=[ckpt_cb]).fit(module, train)
+    ckpt = torch.load(tmp_path / "ck" / "last.ckpt", weights_only=True)  # plain values only: no pickled networks
+    config = ckpt["generator_config"]
+    assert config["class_path"] == "salightning.models.RRDBNet"
+    assert ckpt["hyper_parameters"]["generator"] == config
+    assert not any(isinstance(v, nn.Module) for v in ckpt["hyper_parameters"].values())
+    module_name, _, name = config["class_path"].rpartition(".")
+    rebuilt = getattr(importlib.import_module(module_name), name)(**config["init_args"])
+    rebuilt.load_state_dict({k.removeprefix("generator."): v for k, v in ckpt["state_dict"].items() if k.startswith("generator.")})
+    lr = next(iter(train))["lr"]
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(lr), module.generator(lr))
+
+
+class Bare(nn.Module):
+    """A generator that keeps neither the contract's attributes nor its constructor arguments."""
+
+    def __init__(self, width: int = 4) -> None:
+        super().__init__()
+        self.body = nn.Conv2d(3, 3 * 16, 3, padding=1)
+        self.shuffle = nn.PixelShuffle(4)
+
+    def forward(self, x):
+        return self.shuffle(self.body(x))
+
+
+def test_the_generator_contract_is_checked_once_with_a_clear_error():
+    with pytest.raises(TypeError, match=r"generator Bare has no attribute 'scale'"):
+        make_module(stage=1, generator=Bare())
+    generator = Bare()
+    generator.scale, generator.num_frames, generator.input_upsampled = 4, 1, "no"
+    with pytest.raises(TypeError, match=r"Bare.input_upsampled must be a bool, got 'no'"):
+        generator_spec(generator)
+    generator.input_upsampled = False
+    assert generator_spec(generator) == GeneratorSpec(4, 1, False)
+    with pytest.raises(TypeError, match=r"test_module.Bare does not keep its constructor argument 'width'"):
+        generator_config(generator)
+
+
+def test_saving_refuses_a_generator_whose_config_cannot_be_captured(tmp_path, patch_loaders):
+    train, _ = patch_loaders
+    generator = Bare()
+    generator.scale, generator.num_frames, generator.input_upsampled = 4, 1, False
+    module = make_module(stage=1, generator=generator)  # builds and trains: only saving needs the config
+    ckpt_cb = pl.callbacks.ModelCheckpoint(dirpath=tmp_path / "ck", save_last=True)
+    with pytest.raises(TypeError, match="cannot save a checkpoint .* 'width'"):
+        make_trainer(tmp_path, limit_train_batches=1, limit_val_batches=0, enable_checkpointing=True, callbacks=[ckpt_cb]).fit(module, train)
+    assert module.batches_seen == 1

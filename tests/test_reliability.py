@@ -31,6 +31,7 @@ from conftest import run_main, save_png, run_in_group
 from test_module import make_module, make_trainer
 
 from salightning import checkpoint_io
+from salightning.callbacks import WandbRunId
 from salightning.checkpoint_io import SafeCheckpointIO, load_checkpoint_file
 from salightning.data import ImageSRDataModule
 from salightning.models import RRDBNet, load_pretrained
@@ -57,8 +58,9 @@ def tiny_config(root: Path, max_epochs: int = 3, num_workers: int = 0) -> dict[s
     """A stage-2 SA-GAN (tiny RRDBNet, 32x32 VGG-style D, auto-beta, EMA, an LR milestone) on the
     photos of :func:`make_project`; 4 batches per epoch; everything it writes goes to ``root/run``.
 
-    Counted in batches: beta is calibrated over batches 1-6 and the LR halves after batch 5, so
-    a checkpoint at the end of epoch 0 (batch 4) holds a half-done calibration and the first LR.
+    Counted in batches: beta2 is calibrated over batches 1-6, then held at the share (running
+    means, saved in checkpoints), and the LR halves after batch 5, so a checkpoint at the end of
+    epoch 0 (batch 4) holds a half-done calibration and the first LR.
     """
     run = root / "run"
     return {
@@ -90,7 +92,9 @@ def tiny_config(root: Path, max_epochs: int = 3, num_workers: int = 0) -> dict[s
                 "init_args": {"beta1": 1.0, "beta2": 0.0, "edge_extractor": {"class_path": "salightning.edges.LocalVariance"}},
             },
             "sa_target_share": 0.15,
+            "sa_beta_mode": "hold",
             "sa_calibration_batches": 6,
+            "sa_hold_batches": 4,
             "lr_milestones": [5],
             "ema_decay": 0.9,
             "optimizer_g": {"class_path": "torch.optim.Adam", "init_args": {"lr": 0.002}},
@@ -838,7 +842,7 @@ def test_checkpoint_records_the_wandb_run_id(tmp_path, patch_loaders):
     logger = WandbLogger(id="run456", save_dir=str(tmp_path))
     trainer = make_trainer(
         tmp_path, limit_train_batches=1, logger=logger, enable_checkpointing=True,
-        callbacks=[pl.callbacks.ModelCheckpoint(dirpath=tmp_path / "ck", save_last=True)],
+        callbacks=[pl.callbacks.ModelCheckpoint(dirpath=tmp_path / "ck", save_last=True), WandbRunId()],
     )
     try:
         trainer.fit(make_module(stage=1), train)

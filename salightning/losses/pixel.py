@@ -64,8 +64,8 @@ class SAPixelLoss(nn.Module):
     parts separately (for logging and for calibrating ``beta2``).
 
     Args:
-        beta1: weight of the plain term (>= 0).
-        beta2: weight of the edge term (>= 0).
+        beta1: weight of the plain term (>= 0; None: 1).
+        beta2: weight of the edge term (>= 0; None: 0).
         edge_extractor: computes ``W(hr)``, (B, C, H, W) in [0, 1]. When None, ``forward`` uses
             the ``edge_map`` it is given, or none.
         distance: "l1" (eq. 6) or "charbonnier" (eq. 7).
