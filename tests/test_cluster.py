@@ -75,7 +75,7 @@ def reduced_args(name: str, vgg_file: Path) -> list[str]:
             args += SMALL_D[model["discriminator"]["class_path"].rsplit(".", 1)[1]]
     if str(model.get("pretrained_generator", "")).startswith(("pretrained/", "runs/")):
         args += ["--model.pretrained_generator", "null"]
-    if model.get("perceptual_loss"):
+    if (model.get("perceptual_loss") or {}).get("class_path", "").endswith(".PerceptualLoss"):  # VGG: weights from a file; DCT needs none
         args += ["--model.perceptual_loss.init_args.weights", vgg_file]
     video = data["class_path"].endswith("VideoSRDataModule")
     splits = ["train", "test"] if video else ["train_hr", "val_hr", "train_lr", "val_lr"]
