@@ -219,8 +219,18 @@ class SALightningCLI(LightningCLI):
                 "for a video generator, an image datamodule for an image generator"
             )
 
+    def _note_eval_crop(self) -> None:
+        size = getattr(self.datamodule, "eval_patch_size", None)
+        if size and is_global_rank_zero():
+            print(
+                f"salightning: validation/test metrics on the centre {size}x{size} HR crop of each image (data.eval_patch_size, "
+                "set for the discriminator's input); `salightning evaluate` and data.eval_patch_size: null score whole images",
+                file=sys.stderr,
+            )
+
     def before_fit(self) -> None:
         self._check_scales()
+        self._note_eval_crop()
         self._continue_wandb_run()
 
     def _continue_wandb_run(self) -> None:
@@ -244,9 +254,11 @@ class SALightningCLI(LightningCLI):
 
     def before_validate(self) -> None:
         self._check_scales()
+        self._note_eval_crop()
 
     def before_test(self) -> None:
         self._check_scales()
+        self._note_eval_crop()
 
 
 # Options of the shipped datamodules and of the module that name files or folders to read.

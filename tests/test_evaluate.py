@@ -348,3 +348,49 @@ def test_format_table_several_scales_and_missing_cells():
     assert reader[0]["set14/psnr"] == "" and reader[2]["set14/ssim"] == "0.700000" and reader[2]["set14/n_images"] == "14"
     with pytest.raises(ValueError, match="empty"):
         format_table([])
+
+
+def test_test_with_a_config_and_evaluate_give_the_same_numbers(tmp_path, photos, capsys, monkeypatch):
+    """One metrics path: `salightning test --config` (the LightningModule's test loop) and
+    `salightning evaluate` score the same checkpoint on the same whole images identically."""
+    from conftest import make_project, run_main, tiny_config, write_config
+
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    root = make_project(tmp_path / "user", photos)
+    for i, photo in enumerate(photos[:3]):  # a held-out test folder of whole 80x72 images
+        (root / "test").mkdir(exist_ok=True)
+        crop = photo[:, 150:230, 120:192].permute(1, 2, 0).numpy()
+        Image.fromarray((crop * 255).round().astype(np.uint8)).save(root / "test" / f"t{i}.png")
+    config = tiny_config(root, max_epochs=1)
+    config["data"]["init_args"].update(test_hr=str(root / "test"), eval_patch_size=None)
+    path = write_config(root / "cfg.yaml", config)
+    code, _, err = run_main(["fit", "--config", path], capsys)
+    assert code == 0, err[-3000:]
+    ckpt = root / "run" / "checkpoints" / "last.ckpt"
+    assert ckpt.is_file(), sorted(p.name for p in (root / "run").rglob("*"))
+
+    code, _, err = run_main(["test", "--config", path, "--ckpt_path", ckpt], capsys)
+    assert code == 0, err[-3000:]
+    rows = [r for f in sorted((root / "run").rglob("metrics.csv")) for r in csv.DictReader(f.open()) if r.get("test/psnr")]
+    assert len(rows) == 1, rows
+    tested = {k.split("/", 1)[1]: float(v) for k, v in rows[-1].items() if k.startswith("test/") and v}
+
+    out = tmp_path / "evaluation"
+    code, _, err = run_main(["evaluate", "--ckpt_path", f"m={ckpt}", "--test_sets", f"t={root / 'test'}", "--output", out, "--lpips", "none", "--no_bicubic"], capsys)
+    assert code == 0, err[-3000:]
+    row = next(csv.DictReader((out / "results.csv").open()))
+    evaluated = {name: float(row[f"t/{name}"]) for name in ("psnr", "ssim", "edge_psnr", "flat_psnr")}
+    assert int(row["t/n_images"]) == 3
+    for name, value in evaluated.items():
+        assert tested[name] == pytest.approx(value, abs=1e-4), (name, tested, evaluated)
+
+
+def test_a_config_that_crops_for_the_discriminator_says_so(tmp_path, photos, capsys, monkeypatch):
+    from conftest import make_project, run_main, tiny_config, write_config
+
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    root = make_project(tmp_path / "user", photos)
+    path = write_config(root / "cfg.yaml", tiny_config(root, max_epochs=1))  # eval_patch_size: 32
+    code, _, err = run_main(["validate", "--config", path], capsys)
+    assert code == 0, err[-3000:]
+    assert "centre 32x32 HR crop" in err and "salightning evaluate" in err

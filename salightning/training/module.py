@@ -39,12 +39,12 @@ from torch.optim.lr_scheduler import MultiStepLR
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 import salightning
-from salightning import metrics
 from salightning._checks import check_at_least, check_factory_lr, check_fraction, check_optimizer_lr, check_positive
 from salightning.losses import AdversarialLoss, SAPixelLoss
 from salightning.checkpoints import load_pretrained
 from salightning.models import constructor_config, generator_spec
 from salightning.training.balance import BetaMode, SABalance
+from salightning.training.evaluation import EvaluationMeans
 from salightning.training.guard import NonFiniteGuard
 from salightning.training.objective import GeneratorObjective, discriminator_input
 
@@ -179,7 +179,7 @@ class SRGANModule(pl.LightningModule):
             self.generator_ema.requires_grad_(False)
         self.batches_seen = 0  # saved by on_save_checkpoint: Lightning counts optimizer steps
         # Validation / test means (torchmetrics states: not saved in checkpoints).
-        self.eval_metrics = nn.ModuleDict({"val": nn.ModuleDict(), "test": nn.ModuleDict()})
+        self.eval_metrics = nn.ModuleDict({stage: EvaluationMeans(self.scale, metric_y_channel) for stage in ("val", "test")})
         # Plain values only; the networks are in the state dict and the generator's config in
         # checkpoint["generator_config"] (on_save_checkpoint), however the module was built.
         self.save_hyperparameters(ignore=_NETWORK_ARGS)
@@ -321,24 +321,22 @@ class SRGANModule(pl.LightningModule):
 
     def _evaluate(self, batch: dict[str, Any], prefix: str) -> Tensor:
         lr, hr = batch["lr"], batch["hr"]
-        sr = self.inference_generator()(lr)
+        sr = self.inference_generator()(lr).clamp(0, 1)
         total, g = self.objective(sr, hr, self.pixel_loss.edge_map(hr), self.discriminator)
-        n = hr.shape[0]
-        sr_img = sr.clamp(0, 1)
-        y = self.metric_y_channel and hr.shape[1] == 3
-        values = {"loss": total.detach().expand(n)}
-        values.update({k: g[k].detach().expand(n) for k in ("pixel", "pixel_sa", "perceptual", "adversarial") if k in g})
-        values["psnr"] = metrics.psnr(sr_img, hr, crop_border=self.scale, y_channel=y)
-        values["ssim"] = metrics.ssim(sr_img, hr, crop_border=self.scale, y_channel=y)
-        # Per-image sums and counts, all-reduced once per epoch: exact means under DDP, where
-        # processes may hold different numbers of images (the datamodules never pad with repeats).
-        means = self.eval_metrics[prefix]
-        for name, value in values.items():
-            if name not in means:
-                means[name] = metrics.PerImageMean().to(self.device)
-            means[name].update(value)
-            self.log(f"{prefix}/{name}", means[name], on_epoch=True, batch_size=n, metric_attribute=f"eval_metrics.{prefix}.{name}", prog_bar=prefix == "val" and name in ("loss", "psnr"))
-        return sr_img
+        losses = {"loss": total, **{k: g[k] for k in ("pixel", "pixel_sa", "perceptual", "adversarial") if k in g}}
+        self.eval_metrics[prefix].update(sr, hr, losses)
+        return sr
+
+    def _log_evaluation(self, prefix: str) -> None:
+        for name, value in self.eval_metrics[prefix].compute().items():  # synchronised by torchmetrics
+            self.log(f"{prefix}/{name}", value.float(), prog_bar=prefix == "val" and name in ("loss", "psnr"))
+        self.eval_metrics[prefix].reset()
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_evaluation("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_evaluation("test")
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         return self._evaluate(batch, "val")

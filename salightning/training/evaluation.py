@@ -1,0 +1,62 @@
+"""The means of one evaluation stage (validation or test) of :class:`~salightning.training.SRGANModule`.
+
+The image metrics are :class:`salightning.metrics.SRMetrics`, the object ``salightning evaluate``
+uses, with the same edge map (:func:`salightning.edges.local_variance` of the HR image) and the
+same conventions (8-bit levels, ``scale`` pixels of border, MATLAB Y channel), so a checkpoint
+scored on the same images by ``salightning test --config`` and by ``salightning evaluate`` gets
+the same PSNR / SSIM / edge / flat PSNR. The loss terms are torchmetrics ``MeanMetric`` s.
+Both are per-image means, exact under DDP (the datamodules never pad with repeated images).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor, nn
+from torchmetrics import MeanMetric
+
+from salightning.edges import local_variance
+from salightning.metrics import SRMetrics
+
+__all__ = ["EvaluationMeans"]
+
+
+class EvaluationMeans(nn.Module):
+    """Per-image means of the paper's metrics and of named loss terms over an evaluation epoch.
+
+    Args:
+        crop_border: border pixels left out of PSNR / SSIM (the SR scale).
+        y_channel: metrics on the MATLAB BT.601 Y channel (RGB images only), else on RGB.
+
+    Shape:
+        update(sr, hr, losses): ``(N, C, H, W)`` images in [0, 1]; ``losses`` maps a name to an
+            ``(N,)`` or scalar tensor (one value per image).
+        compute(): dict name -> scalar: ``psnr``, ``ssim``, ``edge_psnr``, ``flat_psnr`` and the loss names.
+    """
+
+    def __init__(self, crop_border: int, y_channel: bool = True) -> None:
+        super().__init__()
+        self.crop_border, self.y_channel = crop_border, y_channel
+        self.images: SRMetrics | None = None  # made at the first batch, when the channels are known
+        self.losses = nn.ModuleDict()
+
+    def update(self, sr: Tensor, hr: Tensor, losses: Mapping[str, Tensor]) -> None:
+        if self.images is None:
+            # The Y channel exists for RGB images only: grey images are scored as they are.
+            self.images = SRMetrics(self.crop_border, self.y_channel and hr.shape[1] == 3).to(hr.device)
+        with torch.no_grad():
+            self.images.update(sr, hr, local_variance(hr))
+        for name, value in losses.items():
+            if name not in self.losses:
+                self.losses[name] = MeanMetric(nan_strategy="ignore").to(hr.device)
+            self.losses[name].update(value.detach().expand(hr.shape[0]))
+
+    def compute(self) -> dict[str, Tensor]:
+        out: dict[str, Tensor] = {} if self.images is None else dict(self.images.compute())
+        out.update({name: metric.compute() for name, metric in self.losses.items() if metric.update_called})
+        return out
+
+    def reset(self) -> None:
+        for metric in ([] if self.images is None else [self.images]) + list(self.losses.values()):
+            metric.reset()
