@@ -448,6 +448,36 @@ def test_a_python_built_module_records_its_generator_config(tmp_path, patch_load
         torch.testing.assert_close(rebuilt(lr), module.generator(lr))
 
 
+def test_a_checkpoint_of_a_module_trained_from_python_predicts_evaluates_and_exports(tmp_path, patch_loaders, photos, capsys):
+    """Built and trained from Python (no LightningCLI, Lightning's own checkpoint IO): predict,
+    evaluate and export rebuild its generator from the recorded generator_config."""
+    from conftest import run_main, save_png
+
+    from salightning.checkpoints import load_generator
+
+    train, _ = patch_loaders
+    module = make_module(stage=2, ema_decay=0.9)
+    ckpt_cb = pl.callbacks.ModelCheckpoint(dirpath=tmp_path / "ck", save_last=True)
+    make_trainer(tmp_path, limit_train_batches=2, limit_val_batches=0, enable_checkpointing=True, callbacks=[ckpt_cb]).fit(module, train)
+    ckpt = tmp_path / "ck" / "last.ckpt"
+    lr = photos[0][:, 100:132, 100:132]
+    save_png(lr, tmp_path / "in" / "lr.png")
+    code, _, err = run_main(["predict", "--ckpt_path", ckpt, "--input", tmp_path / "in" / "lr.png", "--output", tmp_path / "out", "--tile", 0], capsys)
+    assert code == 0, err[-2000:]
+    from salightning.data import read_image
+
+    got = read_image(tmp_path / "out" / "lr.png")
+    with torch.no_grad():
+        want = module.generator_ema.module.eval()(read_image(tmp_path / "in" / "lr.png")[None])[0].clamp(0, 1)
+    assert got.shape == (3, 128, 128)
+    assert float((got - want).abs().max()) <= 0.5 / 255 + 1e-6  # the 8-bit PNG of the EMA generator's output
+    assert isinstance(load_generator(ckpt), type(module.generator))
+    code, _, err = run_main(["export", "--ckpt_path", ckpt, "--output", tmp_path / "g.pth"], capsys)
+    assert code == 0, err[-2000:]
+    code, _, err = run_main(["evaluate", "--ckpt_path", f"m={ckpt}", "--output", tmp_path / "ev", "--lpips", "none"], capsys)
+    assert code == 0, err[-2000:]
+
+
 class Bare(nn.Module):
     """A generator that keeps neither the contract's attributes nor its constructor arguments."""
 
