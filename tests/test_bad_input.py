@@ -22,7 +22,7 @@ import pytest
 import torch
 import yaml
 from PIL import Image
-from conftest import TINY_GENERATOR, fit_style_checkpoint, make_project, save_png, tiny_config, tree_digest, write_config
+from conftest import load_photo, TINY_GENERATOR, fit_style_checkpoint, make_project, save_png, tiny_config, tree_digest, write_config
 
 from salightning.models import RRDBNet
 
@@ -219,6 +219,13 @@ def _(u):
         c["trainer"]["logger"] = {"class_path": "pytorch_lightning.loggers.CSVLogger", "init_args": {"save_dir": c["data"]["init_args"]["train_hr"]}}
 
     return fit(u, config=u.variant("logger_in_train", edit)), ["CSVLogger save_dir", "is on or inside the input"]
+
+
+@case("validation-image-smaller-than-the-discriminator")
+def _(u):
+    photo = load_photo("astronaut")
+    save_png(photo[:, 100:124, 100:124], u.path("small_val", "tiny_val.png"))  # 24x24 < the 32x32 D input
+    return fit(u, "--data.init_args.val_hr", u.path("small_val"), "--data.init_args.eval_patch_size", "null"), ["tiny_val", "32x32", "eval_patch_size"]
 
 
 @case("unknown-class")

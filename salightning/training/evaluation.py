@@ -10,7 +10,8 @@ Both are per-image means, exact under DDP (the datamodules never pad with repeat
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 
 import torch
 from torch import Tensor, nn
@@ -18,8 +19,9 @@ from torchmetrics import MeanMetric
 
 from salightning.edges import local_variance
 from salightning.metrics import SRMetrics
+from salightning.training.objective import ImageTooSmallError
 
-__all__ = ["EvaluationMeans"]
+__all__ = ["EvaluationMeans", "naming_images"]
 
 
 class EvaluationMeans(nn.Module):
@@ -60,3 +62,15 @@ class EvaluationMeans(nn.Module):
     def reset(self) -> None:
         for metric in ([] if self.images is None else [self.images]) + list(self.losses.values()):
             metric.reset()
+
+
+@contextmanager
+def naming_images(names: Sequence[str] | str | None, stage: str) -> Iterator[None]:
+    """Re-raise an :class:`ImageTooSmallError` of an evaluation batch naming its images."""
+    try:
+        yield
+    except ImageTooSmallError as err:
+        listed = ", ".join([names] if isinstance(names, str) else list(names or [])) or "unnamed images"
+        raise ValueError(
+            f"{stage} images {listed}: {err} (or set data.eval_patch_size to the discriminator's input size)"
+        ) from None

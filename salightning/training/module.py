@@ -44,7 +44,7 @@ from salightning.losses import AdversarialLoss, SAPixelLoss
 from salightning.checkpoints import load_pretrained
 from salightning.models import constructor_config, generator_spec
 from salightning.training.balance import BetaMode, SABalance
-from salightning.training.evaluation import EvaluationMeans
+from salightning.training.evaluation import EvaluationMeans, naming_images
 from salightning.training.guard import NonFiniteGuard
 from salightning.training.objective import GeneratorObjective, discriminator_input
 
@@ -322,7 +322,8 @@ class SRGANModule(pl.LightningModule):
     def _evaluate(self, batch: dict[str, Any], prefix: str) -> Tensor:
         lr, hr = batch["lr"], batch["hr"]
         sr = self.inference_generator()(lr).clamp(0, 1)
-        total, g = self.objective(sr, hr, self.pixel_loss.edge_map(hr), self.discriminator)
+        with naming_images(batch.get("name"), {"val": "validation"}.get(prefix, prefix)):
+            total, g = self.objective(sr, hr, self.pixel_loss.edge_map(hr), self.discriminator)
         losses = {"loss": total, **{k: g[k] for k in ("pixel", "pixel_sa", "perceptual", "adversarial") if k in g}}
         self.eval_metrics[prefix].update(sr, hr, losses)
         return sr

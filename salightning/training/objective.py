@@ -15,10 +15,14 @@ from torch import Tensor, nn
 from salightning._checks import check_non_negative
 from salightning.losses import AdversarialLoss, SAPixelLoss, total_variation
 
-__all__ = ["GeneratorObjective", "discriminator_input"]
+__all__ = ["GeneratorObjective", "ImageTooSmallError", "discriminator_input"]
 
 #: beta1 below this is the paper's GAN-stage regime, tuned beside a dominant perceptual term.
 PAPER_SMALL_BETA1 = 0.1
+
+
+class ImageTooSmallError(ValueError):
+    """An image smaller than a fixed-size discriminator's input."""
 
 
 def discriminator_input(discriminator: nn.Module, x: Tensor) -> Tensor:
@@ -42,7 +46,7 @@ def discriminator_input(discriminator: nn.Module, x: Tensor) -> Tensor:
     if (h, w) == (size, size):
         return x
     if h < size or w < size:
-        raise ValueError(
+        raise ImageTooSmallError(
             f"the discriminator takes {size}x{size} inputs but the images are {h}x{w}; "
             "use larger images or a discriminator with adaptive_pool: true"
         )
