@@ -23,6 +23,7 @@ from torch import nn
 
 from salightning.paths import check_output_not_inside
 from salightning.checkpoints import NotACheckpointError, build_generator, export_generator, generator_config, load_generator, load_pretrained, load_state_dict_file
+from salightning.models.protocol import generator_spec
 
 FORMATS = ("pth", "safetensors", "onnx")
 
@@ -44,9 +45,9 @@ def save_safetensors(generator: nn.Module, config: dict[str, Any], output: str |
     metadata = {
         "salightning.class_path": str(config["class_path"]),
         "salightning.init_args": json.dumps(config.get("init_args", {}), sort_keys=True),
-        "scale": str(int(getattr(generator, "scale", 1))),
-        "num_frames": str(int(getattr(generator, "num_frames", 1))),
-        "input_upsampled": str(bool(getattr(generator, "input_upsampled", False))),
+        "scale": str(generator_spec(generator).scale),
+        "num_frames": str(generator_spec(generator).num_frames),
+        "input_upsampled": str(generator_spec(generator).input_upsampled),
     }
     save_file({k: v.detach().contiguous() for k, v in generator.state_dict().items()}, str(tmp), metadata=metadata)
     tmp.replace(out)
@@ -61,7 +62,7 @@ def save_onnx(generator: nn.Module, output: str | os.PathLike, opset: int = 17) 
         - sr: :math:`(N, C, h \\cdot s, w \\cdot s)`.
     """
     out, tmp = _fresh(output)
-    video = int(getattr(generator, "num_frames", 1)) > 1
+    video = generator_spec(generator).num_frames > 1
     shape = (1, int(generator.num_frames), 3, 32, 32) if video else (1, 3, 32, 32)
     axes_in = {0: "batch", 3: "height", 4: "width"} if video else {0: "batch", 2: "height", 3: "width"}
     generator = generator.eval().float().cpu()

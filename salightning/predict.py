@@ -23,6 +23,7 @@ from salightning.checkpoints import TRUST_HELP
 from salightning.paths import check_output_not_inside, remove_outputs, resolve_path, write_error
 from salightning.tiling import check_tiling, tiled_forward, tiled_forward_uint8, tiled_forward_uint8_batch
 from salightning.video_io import ClipDecodeError
+from salightning.models.protocol import generator_spec
 
 
 def _check_output(src: Path, out: Path, video_model: bool) -> None:
@@ -54,8 +55,8 @@ def super_resolve_clip(generator: nn.Module, frames: Tensor, tile: int = 256, ov
     from salightning.ops import imresize, quantize_8bit
 
     device = next(generator.parameters()).device
-    num_frames = int(getattr(generator, "num_frames", 1))
-    scale = int(getattr(generator, "scale", 1))
+    num_frames = generator_spec(generator).num_frames
+    scale = generator_spec(generator).scale
     k = num_frames // 2
     outputs = []
     for t in range(frames.shape[0]):
@@ -64,7 +65,7 @@ def super_resolve_clip(generator: nn.Module, frames: Tensor, tile: int = 256, ov
         else:
             idx = [reflect_index(t + d, frames.shape[0]) for d in range(-k, k + 1)]
             x = frames[idx].to(device)
-            if getattr(generator, "input_upsampled", False):
+            if generator_spec(generator).input_upsampled:
                 # 8-bit levels, as the video datamodule feeds them in training
                 x = quantize_8bit(imresize(x, scale))
             x = x.unsqueeze(0)
@@ -191,7 +192,7 @@ class SRImage:
 
 def output_size(generator: nn.Module, height: int, width: int) -> tuple[int, int]:
     """The output's ``(H, W)`` for an ``height x width`` input."""
-    factor = 1 if getattr(generator, "input_upsampled", False) else int(getattr(generator, "scale", 1))
+    factor = 1 if generator_spec(generator).input_upsampled else generator_spec(generator).scale
     return height * factor, width * factor
 
 
@@ -324,7 +325,7 @@ def work_units(generator: nn.Module, src: Path, out: Path) -> list[WorkUnit]:
     resolve_path(src, "--input")  # a symlink loop is named as one, not as a missing file
     if not src.exists():
         raise FileNotFoundError(f"--input {str(src)!r} does not exist")
-    video_model = int(getattr(generator, "num_frames", 1)) > 1
+    video_model = generator_spec(generator).num_frames > 1
     _check_output(src, out, video_model)
     if src.is_file() and src.suffix.lower() in VIDEO_EXTENSIONS:
         return [WorkUnit("video", src)]

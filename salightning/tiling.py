@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from salightning.models.protocol import generator_spec
+
 
 @dataclass(frozen=True)
 class TileGrid:
@@ -131,7 +133,7 @@ def param_dtype(generator: nn.Module) -> torch.dtype:
 
 def _tiles(generator: nn.Module, x: Tensor, grid: TileGrid, tile_batch: int) -> Iterator[tuple[tuple[int, int, int, int], Tensor]]:
     # Yields ((y0, y1, x0, x1) in input pixels, the SR of that region) for each tile, batch by batch.
-    factor = 1 if getattr(generator, "input_upsampled", False) else int(getattr(generator, "scale", 1))
+    factor = 1 if generator_spec(generator).input_upsampled else generator_spec(generator).scale
     rows = list(zip(grid.tops, owned_ranges(grid.tops, grid.tile_h, grid.height)))
     cols = list(zip(grid.lefts, owned_ranges(grid.lefts, grid.tile_w, grid.width)))
     jobs = [(top, ys, left, xs) for top, ys in rows for left, xs in cols]
@@ -169,7 +171,7 @@ def tiled_forward(generator: nn.Module, x: Tensor, tile: int = 128, overlap: int
     if grid.num_tiles == 1:
         return generator(x.to(param_dtype(generator)))
     out: Tensor | None = None
-    factor = 1 if getattr(generator, "input_upsampled", False) else int(getattr(generator, "scale", 1))
+    factor = 1 if generator_spec(generator).input_upsampled else generator_spec(generator).scale
     for (y0, y1, x0, x1), region in _tiles(generator, x, grid, tile_batch):
         if out is None:
             out = region.new_zeros(*region.shape[:-2], grid.height * factor, grid.width * factor)
@@ -232,7 +234,7 @@ def tiled_forward_uint8_batch(
     """
     check_tiling(tile, overlap, tile_batch)
     grid = tile_grid(x.shape[-2], x.shape[-1], tile, overlap)
-    factor = 1 if getattr(generator, "input_upsampled", False) else int(getattr(generator, "scale", 1))
+    factor = 1 if generator_spec(generator).input_upsampled else generator_spec(generator).scale
     for (y0, y1, x0, x1), region in _tiles(generator, x, grid, tile_batch):
         shape = (x.shape[0], grid.height * factor, grid.width * factor, region.shape[-3])
         if out is None:

@@ -22,6 +22,7 @@ from salightning.data.io import FrameFolder, VideoFile
 from salightning.data.transforms import reflect_index
 from salightning.ops import imresize, quantize_8bit
 from salightning.tiling import check_tiling, tiled_forward, to_uint8
+from salightning.models.protocol import generator_spec
 
 
 class ClipDecodeError(ValueError):
@@ -94,9 +95,9 @@ def stream_super_resolve(
 
     check_tiling(tile, overlap, tile_batch)
     device = next(generator.parameters()).device
-    num_frames = int(getattr(generator, "num_frames", 1))
-    scale = int(getattr(generator, "scale", 1))
-    upsample = num_frames > 1 and bool(getattr(generator, "input_upsampled", False))
+    num_frames = generator_spec(generator).num_frames
+    scale = generator_spec(generator).scale
+    upsample = num_frames > 1 and generator_spec(generator).input_upsampled
     k = num_frames // 2
     window: deque[tuple[int, Tensor]] = deque(maxlen=min(num_frames, max(length, 1)) if num_frames > 1 else 1)
     source = iter(frames)

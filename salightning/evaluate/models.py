@@ -13,6 +13,7 @@ from torch import nn
 from salightning.metrics import LPIPS
 from salightning.checkpoints import load_generator
 from salightning.weights import MissingWeightsError
+from salightning.models.protocol import generator_spec
 
 
 #: Label of the bicubic-upsampling baseline rows.
@@ -51,8 +52,10 @@ def load_models(
             generator = source.eval().to(device)
         else:
             generator = load_generator(source, use_ema=use_ema, map_location=device, trusted_modules=trusted_modules)
-        if not isinstance(getattr(generator, "scale", None), int):
-            raise ValueError(f"checkpoints[{label!r}]: the generator has no integer `scale` attribute (the SR factor)")
+        try:
+            generator_spec(generator)
+        except TypeError as err:
+            raise ValueError(f"checkpoints[{label!r}]: {err}") from None
         models.append((label, generator))
     return models
 

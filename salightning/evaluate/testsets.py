@@ -14,6 +14,7 @@ from salightning.data.image import benchmark_dataset
 from salightning.data.io import VIDEO_EXTENSIONS, find_sequences, has_images, open_sequence
 from salightning.data.samples import sample_video_paths
 from salightning.data.transforms import benchmark_lr
+from salightning.models.protocol import generator_spec
 
 
 #: Test sets that need no files: label -> what it is (give the label with the value ``None``).
@@ -66,7 +67,7 @@ def resolve_test_set(label: str, spec: TestSetSpec) -> TestSet:
 
 
 def is_video_model(generator: nn.Module) -> bool:
-    return int(getattr(generator, "num_frames", 1)) > 1
+    return generator_spec(generator).num_frames > 1
 
 
 def default_test_sets(generators: Sequence[nn.Module]) -> dict[str, TestSetSpec]:
