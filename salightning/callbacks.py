@@ -99,7 +99,7 @@ class ValidationPanels(pl.Callback):
             raise OSError(err.errno, f"could not write validation panel {path} ({err.strerror or err}); checkpoints written so far are intact") from err
         self.last_path = path
         for logger in trainer.loggers:
-            if type(logger).__name__ == "WandbLogger":
+            if isinstance(logger, pl.loggers.WandbLogger):
                 logger.log_image(key="val/panels", images=[panel], caption=["LR | SR | HR | W(HR)"])
 
 
@@ -214,9 +214,9 @@ class RunSummary(pl.Callback):
             if isinstance(cb, ValidationPanels) and cb.last_path is not None:
                 lines.append(f"  sample images   : {cb.last_path.parent.resolve()}")
         for logger in trainer.loggers:
-            if type(logger).__name__ == "CSVLogger":
+            if isinstance(logger, pl.loggers.CSVLogger):
                 lines.append(f"  metrics (CSV)   : {Path(logger.log_dir).resolve() / 'metrics.csv'}")
-            elif type(logger).__name__ == "WandbLogger":
+            elif isinstance(logger, pl.loggers.WandbLogger):
                 lines.append(f"  W&B run         : {getattr(logger.experiment, 'url', None) or logger.save_dir}")
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
         if metrics:
@@ -284,5 +284,5 @@ class WandbRunId(pl.Callback):
 
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
         for logger in trainer.loggers:
-            if type(logger).__name__ == "WandbLogger" and logger.version is not None:
+            if isinstance(logger, pl.loggers.WandbLogger) and logger.version is not None:
                 checkpoint.setdefault("salightning", {})["wandb_run_id"] = str(logger.version)

@@ -29,6 +29,7 @@ from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning_fabric.utilities.exceptions import MisconfigurationException
 from pytorch_lightning import LightningDataModule, Trainer
 from pytorch_lightning.cli import LightningCLI, SaveConfigCallback
+from pytorch_lightning.loggers import WandbLogger as LightningWandbLogger
 
 from salightning.callbacks import LastCheckpoint, RNGStates, WandbRunId
 from salightning.checkpoint_io import SafeCheckpointIO
@@ -73,7 +74,7 @@ class SaveConfigEverywhere(SaveConfigCallback):
 
         config = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
         for logger in trainer.loggers:
-            if type(logger).__name__ == "WandbLogger":
+            if isinstance(logger, LightningWandbLogger):
                 logger.log_hyperparams({"config": config})
 
 

@@ -13,7 +13,7 @@ Conventions (the numbers of Tables I–IV depend on every one of them):
   computed from the 8-bit RGB values and *not* rounded again (as MATLAB on ``double`` input
   and BasicSR do). This is not Kornia's full-range Y. ``y_channel=False`` uses all channels.
 * **One value per image.** Every function returns an ``(N,)`` tensor; a dataset score is the
-  mean of the per-image values (``PerImageMean`` / ``SRMetrics`` aggregate it exactly under DDP),
+  mean of the per-image values (``SRMetrics`` aggregates it exactly under DDP),
   not the PSNR of the pooled error.
 * **SSIM** (Wang et al. 2004, as in the original MATLAB ``ssim_index`` and BasicSR): 11×11
   Gaussian window with σ = 1.5 on the 0..255 scale, only the *valid* region (no padding),
@@ -50,7 +50,6 @@ __all__ = [
     "flat_psnr",
     "LPIPS",
     "LPIPS_BACKBONES",
-    "PerImageMean",
     "SRMetrics",
 ]
 
@@ -411,53 +410,12 @@ def _sum_count(values: Tensor, keep_mask: Tensor | None, ignore_nan: bool) -> tu
     return v.sum(), keep.sum()
 
 
-class PerImageMean(Metric):
-    """Mean of per-image values (PSNR, SSIM, LPIPS ... one value per image), as papers average.
-
-    Exact under DDP: the states are a float64 sum and an int64 count, both reduced with
-    ``sum``, so ``compute()`` is the mean over every image seen by every process. Caveat:
-    ``torch.utils.data.DistributedSampler`` (what Lightning installs for validation/test by
-    default) pads the dataset by repeating samples so that every process gets as many; those
-    duplicates would be counted twice. The trainer must avoid them: use a sampler that does not
-    repeat (e.g. Lightning's ``pytorch_lightning.overrides.distributed.UnrepeatedDistributedSampler``
-    with ``use_distributed_sampler=False``), or pass ``keep_mask`` marking the padded repeats
-    (``False`` where the sample's global index is ``>= len(dataset)``).
-
-    Args:
-        ignore_nan: skip ``nan`` values (e.g. :func:`edge_psnr` of an image without edges);
-            ``inf`` (a perfect PSNR) is kept and makes the mean ``inf``.
-
-    Shape:
-        update(values, keep_mask=None): ``(N,)`` values, optional ``(N,)`` bool mask.
-        compute(): scalar float64 (``nan`` before any value was kept).
-    """
-
-    is_differentiable = False
-    higher_is_better: bool | None = None
-    full_state_update = False
-
-    def __init__(self, ignore_nan: bool = True, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.ignore_nan = ignore_nan
-        self.add_state("total", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("count", default=torch.tensor(0, dtype=torch.int64), dist_reduce_fx="sum")
-
-    def update(self, values: Tensor, keep_mask: Tensor | None = None) -> None:
-        """Add the ``(N,)`` per-image ``values`` whose ``keep_mask`` entry is True (all if None)."""
-        total, count = _sum_count(values, keep_mask, self.ignore_nan)
-        self.total += total.to(self.total.device)
-        self.count += count.to(self.count.device)
-
-    def compute(self) -> Tensor:
-        return self.total / self.count
-
-
 class SRMetrics(Metric):
     """The paper's evaluation in one metric: mean per-image PSNR, SSIM, optionally LPIPS and the
     edge metrics, over a validation/test set.
 
     Exact under DDP (float64 sums and int64 counts reduced with ``sum``), with the same caveat as
-    :class:`PerImageMean`: ``DistributedSampler``'s padded repeats must be kept out, by an
+    any sum/count mean: ``DistributedSampler``'s padded repeats must be kept out, by an
     unrepeated sampler or by ``keep_mask``.
 
     Every metric sees the images as saved 8-bit PNGs would give them: PSNR, SSIM and the edge

@@ -13,7 +13,7 @@ from PIL import Image
 from scipy.signal import convolve2d
 
 from salightning import metrics
-from salightning.metrics import LPIPS, PerImageMean, SRMetrics, edge_psnr, flat_psnr, psnr, rgb_to_y, ssim
+from salightning.metrics import LPIPS, SRMetrics, edge_psnr, flat_psnr, psnr, rgb_to_y, ssim
 from salightning.weights import MissingWeightsError
 
 # ----------------------------------------------------------------------------- references
@@ -342,27 +342,34 @@ def test_lpips_stays_out_of_checkpoints_but_moves(weight_files):
 # ----------------------------------------------------------------------------- aggregation
 
 
-def test_per_image_mean_masks_and_nan():
-    m = PerImageMean()
-    m.update(torch.tensor([30.0, 20.0, float("nan")], dtype=torch.float64))
-    m.update(torch.tensor([10.0, 99.0]), keep_mask=torch.tensor([True, False]))
-    assert m.compute().item() == pytest.approx(20.0)
-    with pytest.raises(ValueError, match="keep_mask must be a bool tensor"):
-        m.update(torch.tensor([1.0]), keep_mask=torch.tensor([1]))
-    with pytest.raises(ValueError, match="values must have 1 dimensions"):
-        m.update(torch.ones(2, 1))
+def test_evaluation_means_ignore_nan_losses_and_give_per_image_means(pairs):
+    from salightning.training.evaluation import EvaluationMeans
+
+    means = EvaluationMeans(crop_border=0, y_channel=False)
+    sr = torch.stack([s for s, _ in pairs[:3]])
+    hr = torch.stack([h for _, h in pairs[:3]])
+    means.update(sr[:2], hr[:2], {"loss": torch.tensor([30.0, 20.0])})
+    means.update(sr[2:], hr[2:], {"loss": torch.tensor([float("nan")])})
+    out = means.compute()
+    assert out["loss"].item() == pytest.approx(25.0)
+    torch.testing.assert_close(out["psnr"], psnr(sr, hr).mean(), rtol=0, atol=1e-12)
+    means.reset()  # each epoch starts afresh
+    means.update(sr[:1], hr[:1], {"loss": torch.tensor([4.0])})
+    assert means.compute()["loss"].item() == 4.0
 
 
 def test_aggregation_exact_with_distributed_padding(pairs):
     """5 images on 2 ranks as DistributedSampler pads them (rank 0: 0,2,4; rank 1: 1,3,0)."""
-    values = psnr(torch.stack([s for s, _ in pairs[:5]]), torch.stack([h for _, h in pairs[:5]]))
-    ranks = [PerImageMean(), PerImageMean()]
+    sr = torch.stack([s for s, _ in pairs[:5]])
+    hr = torch.stack([h for _, h in pairs[:5]])
+    values = psnr(sr, hr)
+    ranks = [SRMetrics(), SRMetrics()]
     for rank, metric in enumerate(ranks):
         idx = list(range(6))[rank::2]
         keep = torch.tensor([i < 5 for i in idx])
-        metric.update(values[[i % 5 for i in idx]], keep_mask=keep)
+        metric.update(sr[[i % 5 for i in idx]], hr[[i % 5 for i in idx]], keep_mask=keep)
     ranks[0].merge_state(ranks[1])  # what the sum all-reduce does
-    torch.testing.assert_close(ranks[0].compute(), values.mean(), rtol=0, atol=1e-12)
+    torch.testing.assert_close(ranks[0].compute()["psnr"], values.mean().double(), rtol=0, atol=1e-12)
 
 
 def test_sr_metrics(alex_lpips, photo_batch):

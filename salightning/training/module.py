@@ -26,11 +26,12 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+from pytorch_lightning.cli import OptimizerCallable
 import torch
 from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor, nn
@@ -57,7 +58,6 @@ _NETWORK_ARGS = ["generator", "discriminator", "pixel_loss", "adversarial_loss",
 #: Submodules that moved into the objective: old checkpoints' state-dict keys are renamed on load.
 _OBJECTIVE_PARTS = ("pixel_loss.", "adversarial_loss.", "perceptual_loss.")
 
-OptimizerCallable = Callable[[Iterable], Optimizer]
 
 
 def resolve_package_path(path: str, option: str) -> Path:
