@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from salightning._checks import check_non_negative, check_odd_window, check_positive, check_tensor
+from salightning.ops import to_uint8
 
 __all__ = [
     "EdgeExtractor",
@@ -217,7 +218,7 @@ def _hysteresis(weak: Tensor, strong: Tensor) -> Tensor:
 
 def _grey_levels_8bit(x: Tensor) -> Tensor:
     # (B, C, H, W) in [0, 1], C = 1 or 3 -> (B, 1, H, W) float32 integer levels 0..255
-    img8 = (x.clamp(0.0, 1.0) * 255.0).round().to(torch.int32)
+    img8 = to_uint8(x).to(torch.int32)
     if img8.shape[1] == 1:
         return img8.to(torch.float32)
     wr, wg, wb = _GREY_WEIGHTS_Q15
