@@ -54,7 +54,7 @@ PAPER_BATCH = {"sa_esrgan": 16, "sa_vsrresfeatgan": 64}
 PREDICT_TILE, PREDICT_OVERLAP = 256, 32  # salightning.predict's defaults for images and clips
 
 
-def _status_mib(field: str) -> float:
+def status_mib(field: str) -> float:
     """A memory field of /proc/self/status (VmRSS, VmHWM), in MiB."""
     with open("/proc/self/status") as f:
         for line in f:
@@ -87,7 +87,7 @@ class PeakMemory:
             self.reset = True
         except OSError:
             self.reset = False
-        self.base, self.high_water_before = _status_mib("VmRSS"), _status_mib("VmHWM")
+        self.base, self.high_water_before = status_mib("VmRSS"), status_mib("VmHWM")
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -95,7 +95,7 @@ class PeakMemory:
             torch.cuda.synchronize()
             self.peak = torch.cuda.max_memory_allocated() / 2**20 - self.base
             return
-        after = _status_mib("VmHWM")
+        after = status_mib("VmHWM")
         # without the reset, an earlier high-water mark the work never exceeded would hide the
         # work's own peak: report it as not measurable (NaN)
         self.peak = after - self.base if self.reset or after > self.high_water_before else float("nan")

@@ -24,14 +24,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench_memory import status_mib
+
 SHIPPED = Path(__file__).resolve().parents[1] / "salightning" / "assets" / "quickstart_psnr_x4.pth"
-
-
-def _peak_rss_mib() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def _child(size: int, generator_name: str, device: str) -> None:
@@ -70,11 +65,11 @@ def _child(size: int, generator_name: str, device: str) -> None:
         Image.fromarray(mosaic[:600, :600]).save(tmp / "warm.png")
         del mosaic
         predict_path(generator, tmp / "warm.png", tmp / "warm_out")
-        before = _peak_rss_mib()
+        before = status_mib("VmHWM")
         start = time.perf_counter()
         predict_path(generator, tmp / "big.png", tmp / "out")
         seconds = time.perf_counter() - start
-        after = _peak_rss_mib()
+        after = status_mib("VmHWM")
     output_mib = (4 * size) ** 2 * 3 / 2**20
     print(json.dumps({
         "size": size, "generator": generator_name, "before_mib": before, "peak_rss_mib": after, "output_mib": output_mib,

@@ -21,14 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench_memory import status_mib
+
 SHIPPED = Path(__file__).resolve().parents[1] / "salightning" / "assets" / "quickstart_psnr_x4.pth"
-
-
-def _peak_rss_mib() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def _child(frames: int, height: int, width: int) -> None:
@@ -57,7 +52,7 @@ def _child(frames: int, height: int, width: int) -> None:
         start = time.perf_counter()
         predict_path(generator, tmp / "clip.mp4", tmp / "out", tile=256, overlap=32)
         seconds = time.perf_counter() - start
-    print(json.dumps({"frames": frames, "peak_rss_mib": _peak_rss_mib(), "frames_per_s": frames / seconds}))
+    print(json.dumps({"frames": frames, "peak_rss_mib": status_mib("VmHWM"), "frames_per_s": frames / seconds}))
 
 
 def measure(frames: tuple[int, ...] = (10, 60, 250), height: int = 96, width: int = 128, timeout: float = 1800) -> list[dict]:
