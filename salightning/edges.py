@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from salightning._checks import check_non_negative, check_odd_window, check_positive, check_tensor
+from salightning.checks import check_non_negative, check_odd_window, check_positive, check_tensor
 from salightning.ops import to_uint8
 
 __all__ = [

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import Metric
 
-from salightning._checks import check_non_negative, check_same_shape, check_tensor
+from salightning.checks import check_non_negative, check_same_shape, check_tensor
 from salightning.checkpoints import load_state_dict_file
 from salightning.ops import quantize_8bit
 from salightning.weights import MissingWeightsError, resolve_weights

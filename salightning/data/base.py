@@ -7,7 +7,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from salightning._checks import check_at_least
+from salightning.checks import check_at_least
 from salightning.data.sampling import EpochSampler
 
 __all__ = ["SRDataModule"]

@@ -15,7 +15,7 @@ from typing import Any
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import Dataset
 
-from salightning._checks import check_at_least
+from salightning.checks import check_at_least
 from salightning.data.base import SRDataModule
 from salightning.data.cache import DecodeCache
 from salightning.data.io import array_to_tensor, decode_image, pair_images, probe_image, read_image, warn_alpha

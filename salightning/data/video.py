@@ -17,7 +17,7 @@ import numpy as np
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import Dataset
 
-from salightning._checks import check_at_least
+from salightning.checks import check_at_least
 from salightning.data.base import SRDataModule
 from salightning.data.io import FrameFolder, VideoFile, find_sequences, open_sequence, warn_alpha
 from salightning.data.samples import sample_video_dir

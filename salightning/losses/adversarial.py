@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from salightning._checks import check_tensor
+from salightning.checks import check_tensor
 
 __all__ = [
     "AdversarialKind",

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from salightning._checks import check_same_shape, check_tensor
+from salightning.checks import check_same_shape, check_tensor
 from salightning.losses.distances import Distance, float32_if_half, distance_penalty, weighted_distance
 
 __all__ = [

@@ -23,7 +23,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from salightning._checks import check_broadcast, check_non_negative, check_positive, check_tensor
+from salightning.checks import check_broadcast, check_non_negative, check_positive, check_tensor
 
 __all__ = [
     "Distance",

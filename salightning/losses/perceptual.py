@@ -19,7 +19,7 @@ import torch
 import torchvision
 from torch import Tensor, nn
 
-from salightning._checks import check_non_negative, check_same_shape, check_tensor
+from salightning.checks import check_non_negative, check_same_shape, check_tensor
 from salightning.edges import EdgeExtractor
 from salightning.losses.distances import Distance, distance_penalty, weighted_distance
 from salightning.checkpoints import load_state_dict_file

@@ -9,7 +9,7 @@ from typing import Any, NamedTuple, Self
 import torch
 from torch import Tensor, nn
 
-from salightning._checks import check_broadcast, check_non_negative, check_same_shape, check_tensor
+from salightning.checks import check_broadcast, check_non_negative, check_same_shape, check_tensor
 from salightning.edges import EdgeExtractor
 from salightning.losses.distances import Distance, distance_penalty, weighted_distance
 

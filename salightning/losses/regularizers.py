@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from salightning._checks import check_tensor
+from salightning.checks import check_tensor
 from salightning.losses.distances import float32_if_half
 
 __all__ = ["TotalVariationLoss", "total_variation"]

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from salightning._checks import check_positive, check_tensor
+from salightning.checks import check_positive, check_tensor
 from salightning.checkpoints import unwrap_state_dict
 
 __all__ = ["ResidualDenseBlock", "RRDB", "RRDBNet", "convert_esrgan_state_dict", "esrgan_keys"]

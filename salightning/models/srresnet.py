@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from salightning._checks import check_positive, check_tensor
+from salightning.checks import check_positive, check_tensor
 
 __all__ = ["SRResNet", "SRGANDiscriminator"]
 

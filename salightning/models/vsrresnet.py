@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from salightning._checks import check_positive, check_tensor
+from salightning.checks import check_positive, check_tensor
 
 __all__ = ["VSRResNet", "VSRResFeatGANDiscriminator"]
 

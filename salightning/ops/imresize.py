@@ -30,7 +30,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from salightning._checks import check_positive, check_tensor
+from salightning.checks import check_positive, check_tensor
 
 __all__ = ["cubic_kernel", "resize_matrix", "imresize", "Imresize", "output_size"]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from salightning._checks import check_tensor
+from salightning.checks import check_tensor
 
 __all__ = ["quantize_8bit", "to_uint8", "Quantize8bit"]
 

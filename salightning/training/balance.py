@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 from typing import Literal, get_args
 
-from salightning._checks import check_at_least
+from salightning.checks import check_at_least
 
 __all__ = ["BetaMode", "SABalance"]
 

@@ -40,7 +40,7 @@ from torch.optim.lr_scheduler import MultiStepLR
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 import salightning
-from salightning._checks import check_at_least, check_factory_lr, check_fraction, check_optimizer_lr, check_positive
+from salightning.checks import check_at_least, check_factory_lr, check_fraction, check_optimizer_lr, check_positive
 from salightning.losses import AdversarialLoss, SAPixelLoss
 from salightning.checkpoints import load_pretrained
 from salightning.models import constructor_config, generator_spec

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from salightning._checks import check_non_negative
+from salightning.checks import check_non_negative
 from salightning.losses import AdversarialLoss, SAPixelLoss, total_variation
 
 __all__ = ["GeneratorObjective", "ImageTooSmallError", "discriminator_input"]
