@@ -394,3 +394,42 @@ def test_a_config_that_crops_for_the_discriminator_says_so(tmp_path, photos, cap
     code, _, err = run_main(["validate", "--config", path], capsys)
     assert code == 0, err[-3000:]
     assert "centre 32x32 HR crop" in err and "salightning evaluate" in err
+
+
+class _NearestPlusTwoLevels(torch.nn.Module):
+    """A x4 "generator" whose output is known by hand: the LR image, nearest-upsampled, 2 levels brighter."""
+
+    scale, num_frames, input_upsampled = 4, 1, False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gain = torch.nn.Parameter(torch.ones(()))  # inference reads the device from the parameters
+
+    def forward(self, x):
+        return torch.nn.functional.interpolate(x, scale_factor=4, mode="nearest") * self.gain + 2 / 255
+
+
+def test_evaluation_matches_psnr_and_ssim_worked_out_by_hand(tmp_path):
+    """Flat colour images: the benchmark LR is the same colour, the output is 2 levels above it in
+    every channel, so on MATLAB's Y (16 + 65.481 R + 128.553 G + 24.966 B) every pixel is off by
+    2 * 219 / 255 levels: PSNR = 20 log10(255 / 1.71765) = 43.432 dB; SSIM of two flat images is
+    (2 mu_x mu_y + C1) / (mu_x^2 + mu_y^2 + C1) with C1 = (0.01 * 255)^2."""
+    import math
+
+    colours = [(51, 128, 179), (200, 30, 90)]
+    folder = tmp_path / "flat"
+    folder.mkdir()
+    for i, colour in enumerate(colours):
+        Image.fromarray(np.full((48, 64, 3), colour, dtype=np.uint8)).save(folder / f"flat{i}.png")
+    results = evaluate_checkpoints({"g": _NearestPlusTwoLevels()}, {"flat": folder}, lpips=None, edge_extractor=None,
+                                   include_bicubic=False, device="cpu")
+    row = results.row("g", "flat")
+    assert row.n_images == 2
+    assert row.psnr == pytest.approx(20 * math.log10(255 / (2 * 219 / 255)), abs=1e-6)
+    c1 = (0.01 * 255) ** 2
+    ssims = []
+    for r, g, b in colours:
+        y = 16 + (65.481 * r + 128.553 * g + 24.966 * b) / 255
+        y_sr = y + 2 * 219 / 255
+        ssims.append((2 * y * y_sr + c1) / (y * y + y_sr * y_sr + c1))
+    assert row.ssim == pytest.approx(sum(ssims) / 2, abs=1e-9)
