@@ -289,6 +289,7 @@ def fit_style_checkpoint(generator: torch.nn.Module, **extra: Any) -> dict[str, 
         "global_step": 2,
         "pytorch-lightning_version": pl.__version__,
         "state_dict": {f"generator.{k}": v.clone() for k, v in generator.state_dict().items()},
+        "generator_config": {"class_path": "salightning.models.RRDBNet", "init_args": dict(TINY_GENERATOR)},
         "hyper_parameters": {"generator": {"class_path": "salightning.models.RRDBNet", "init_args": dict(TINY_GENERATOR)}},
         **extra,
     }
@@ -315,6 +316,7 @@ def make_checkpoint(path: Path, generator: torch.nn.Module, class_path: str, ini
             "global_step": 3,
             "pytorch-lightning_version": "2.6.6",
             "state_dict": state,
+            "generator_config": {"class_path": class_path, "init_args": init_args},
             "hyper_parameters": {
                 "generator": {"class_path": class_path, "init_args": init_args},
                 "ema_decay": 0.99,

@@ -762,3 +762,32 @@ def test_checkpoint_records_the_wandb_run_id(tmp_path, patch_loaders):
         wandb.finish()
     checkpoint = load_checkpoint_file(tmp_path / "ck" / "last.ckpt")
     assert "run456" in repr({k: v for k, v in checkpoint.items() if k != "state_dict"})
+
+
+def test_the_hand_built_checkpoints_of_the_tests_are_laid_out_like_a_real_one(tmp_path, photos, capsys, monkeypatch):
+    """The tests' quick checkpoints (conftest.make_checkpoint / fit_style_checkpoint) stand in for
+    real ones; this real `salightning fit` checkpoint keeps them honest: every key they use is
+    where a real checkpoint has it, with the same kind of value."""
+    from conftest import make_checkpoint, make_project, run_main, tiny_config, write_config
+
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    root = make_project(tmp_path / "user", photos)
+    config = tiny_config(root, max_epochs=1)
+    code, _, err = run_main(["fit", "--config", write_config(root / "cfg.yaml", config)], capsys)
+    assert code == 0, err[-3000:]
+    real = load_checkpoint_file(root / "run" / "checkpoints" / "last.ckpt")
+    fake = torch.load(
+        make_checkpoint(tmp_path / "fake.ckpt", RRDBNet(**TINY_GENERATOR), "salightning.models.RRDBNet", dict(TINY_GENERATOR)),
+        weights_only=True,
+    )
+    for key in ("epoch", "global_step", "pytorch-lightning_version", "state_dict", "generator_config", "hyper_parameters"):
+        assert key in real and isinstance(real[key], dict) == isinstance(fake[key], dict), key
+    assert real["generator_config"] == real["hyper_parameters"]["generator"]
+    assert real["generator_config"]["class_path"] == fake["generator_config"]["class_path"]
+    # the real one records every constructor argument, the fake the ones it was given
+    assert fake["generator_config"]["init_args"].items() <= real["generator_config"]["init_args"].items()
+    for prefix in ("generator.", "generator_ema.module."):
+        real_keys = {k for k in real["state_dict"] if k.startswith(prefix)}
+        fake_keys = {k for k in fake["state_dict"] if k.startswith(prefix)}
+        assert real_keys == fake_keys, prefix
+    assert "generator_ema.n_averaged" in real["state_dict"]
