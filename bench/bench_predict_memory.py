@@ -41,7 +41,7 @@ def _child(size: int, generator_name: str, device: str) -> None:
     from salightning.predict import predict_path
 
     class Shuffle(nn.Module):
-        scale = 4
+        scale, num_frames, input_upsampled = 4, 1, False
 
         def __init__(self) -> None:
             super().__init__()

@@ -74,7 +74,7 @@ CHILD = textwrap.dedent(
 
     class Shuffle(nn.Module):
         # A x4 generator that costs next to nothing: what is measured is predict's memory.
-        scale = 4
+        scale, num_frames, input_upsampled = 4, 1, False
 
         def __init__(self):
             super().__init__()

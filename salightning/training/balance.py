@@ -60,7 +60,7 @@ class SABalance:
         if mode not in get_args(BetaMode):
             raise ValueError(f"sa_beta_mode must be one of {get_args(BetaMode)}, got {mode!r}")
         if mode != "fixed" and target_share is None:
-            raise ValueError(f"sa_beta_mode {mode!r} needs sa_target_share (e.g. 0.15)")
+            raise ValueError(f"sa_beta_mode {mode!r} needs sa_target_share (e.g. 0.15); for a fixed beta2 (or none) set sa_beta_mode: fixed")
         if target_share is not None and not 0.0 < target_share < 1.0:
             raise ValueError(f"sa_target_share must be in (0, 1), got {target_share!r}")
         check_at_least(calibration_batches, "calibration_batches", 1)
