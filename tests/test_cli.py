@@ -548,6 +548,6 @@ def test_missing_vgg_weights_in_a_shipped_config_is_one_message_with_the_flag(tm
     monkeypatch.chdir(tmp_path)
     code, _, err = run_main(["fit", "--config", REPO / "configs" / "sa_esrgan_lv.yaml", "--trainer.accelerator", "cpu"], capsys)
     assert code == 2, err[-2000:]
-    assert "salightning.losses.PerceptualLoss: The vgg19 ImageNet weights are needed" in err
+    assert "PerceptualLoss: The vgg19 ImageNet weights are needed" in err
     assert "--model.perceptual_loss.init_args.weights" in err and "vgg19-dcbb9e9d.pth" in err
     assert "Union subtypes" not in err and "NoneType" not in err and "Traceback" not in err

@@ -103,7 +103,7 @@ def main(argv: list[str]) -> None:
         EdgeExtractor, "edge_extractor", required=False, default={"class_path": "salightning.edges.LocalVariance"}
     )
     args = parser.parse_args(argv)
-    edge_extractor = parser.instantiate(args).edge_extractor
+    edge_extractor = parser.instantiate_classes(args).edge_extractor
 
     checkpoints: dict[str, str] = {}
     for label, path in _split_labelled(args.ckpt_path, "--ckpt_path"):
