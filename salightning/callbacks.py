@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from salightning.checkpoints import record_wandb_run_id
+
 
 def _run_dir(trainer: pl.Trainer) -> Path:
     """The folder of this run (``salightning fit`` sets ``default_root_dir`` to it). Not
@@ -285,4 +287,4 @@ class WandbRunId(pl.Callback):
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
         for logger in trainer.loggers:
             if isinstance(logger, pl.loggers.WandbLogger) and logger.version is not None:
-                checkpoint.setdefault("salightning", {})["wandb_run_id"] = str(logger.version)
+                record_wandb_run_id(checkpoint, logger.version)

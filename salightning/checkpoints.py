@@ -59,10 +59,12 @@ __all__ = [
     "load_pretrained",
     "load_state_dict_file",
     "partial_path",
+    "record_wandb_run_id",
     "save_atomically",
     "tensor_digest",
     "unwrap_state_dict",
     "verify_checksum",
+    "wandb_run_id",
     "with_checksum",
 ]
 
@@ -386,6 +388,16 @@ def load_pretrained(model: nn.Module, path: str | os.PathLike, strict: bool = Tr
         raise ValueError(f"cannot load {str(path)!r} into {type(model).__name__}: " + "; ".join([*hints, *problems]))
     model.load_state_dict(state, strict=strict)
     return model
+
+
+def record_wandb_run_id(checkpoint: dict[str, Any], run_id: str) -> None:
+    """Store the W&B run a checkpoint was written by (``checkpoint["salightning"]["wandb_run_id"]``)."""
+    checkpoint.setdefault("salightning", {})["wandb_run_id"] = str(run_id)
+
+
+def wandb_run_id(checkpoint: Mapping[str, Any]) -> str | None:
+    """The W&B run a checkpoint was written by, or ``None`` (see :func:`record_wandb_run_id`)."""
+    return checkpoint.get("salightning", {}).get("wandb_run_id")
 
 
 # ------------------------------------------------------------------------------ generators

@@ -33,7 +33,7 @@ from pytorch_lightning.loggers import WandbLogger as LightningWandbLogger
 
 from salightning.callbacks import LastCheckpoint, RNGStates, WandbRunId
 from salightning.checkpoint_io import SafeCheckpointIO
-from salightning.checkpoints import NonFiniteCheckpointError, check_trusted_classes, class_paths, load_checkpoint_file
+from salightning.checkpoints import NonFiniteCheckpointError, check_trusted_classes, class_paths, load_checkpoint_file, wandb_run_id
 from salightning.paths import check_output_not_inside
 from salightning.training import SRGANModule, TrainingDiverged
 from salightning.runs import RUN_DIR_ENV, RunLock, choose_run_dir, is_global_rank_zero
@@ -248,7 +248,7 @@ class SALightningCLI(LightningCLI):
             path = candidates[-1] if candidates else path
         if not path.is_file():
             return
-        run_id = load_checkpoint_file(path).get("salightning", {}).get("wandb_run_id")
+        run_id = wandb_run_id(load_checkpoint_file(path))
         if run_id:
             for logger in loggers:
                 logger.resume_run(run_id)
