@@ -75,7 +75,7 @@ SHARE_TOLERANCE = 0.02  # issue 16: each tenth of a run after the first within t
 
 @dataclass(frozen=True)
 class Budget:
-    """Sizes of the study (batches are generator updates; batch 8, HR patches 64x64)."""
+    """Sizes of the study (batches are generator updates of ``batch_size`` HR patches of 64x64)."""
 
     image_seeds: tuple[int, ...]
     video_seeds: tuple[int, ...]
@@ -87,11 +87,13 @@ class Budget:
     calibration_batches: int  # batches measured before beta2 is first set
     hold_batches: int  # horizon of the running means that hold the share
     mean_w_batches: int  # training batches over which mean(W) of the control arm is measured
-    perceptual_frame_step: int  # video: MS-SSIM / VIF / HaarPSI / GMSD on every n-th test frame (about 3 s a frame)
+    perceptual_frame_step: int  # video: MS-SSIM / VIF / HaarPSI / GMSD on every n-th test frame
+    batch_size: int
 
 
-FULL = Budget((0, 1, 2), (0, 1, 2), 800, 900, 800, 900, 100, 20, 100, 100, 4)
-QUICK = Budget((0, 1), (0,), 10, 10, 10, 10, 10, 3, 5, 5, 16)
+# Batch 4: 900 stage-2 batches of all 30 runs fit in about an hour on 2 cores (batch 8 would take two).
+FULL = Budget((0, 1, 2), (0, 1, 2), 600, 900, 600, 900, 100, 20, 100, 100, 1, 4)
+QUICK = Budget((0, 1), (0,), 10, 10, 10, 10, 10, 3, 5, 5, 16, 4)
 
 
 # ------------------------------------------------------------------------------ arms
@@ -154,15 +156,15 @@ def _trainer(run_dir: Path, keep_final: bool = False) -> dict:
     }
 
 
-def _data_init(kind: str, seed: int, samples: int) -> tuple[str, dict]:
-    common = {"scale": 4, "patch_size": 64, "batch_size": 8, "samples_per_epoch": samples, "eval_patch_size": 128, "num_workers": 0, "pin_memory": False, "seed": seed}
+def _data_init(kind: str, seed: int, batches: int, batch_size: int) -> tuple[str, dict]:
+    common = {"scale": 4, "patch_size": 64, "batch_size": batch_size, "samples_per_epoch": batches * batch_size, "eval_patch_size": 128, "num_workers": 0, "pin_memory": False, "seed": seed}
     if kind == "image":
         return "salightning.data.ImageSRDataModule", common
     return "salightning.data.VideoSRDataModule", {**common, "num_frames": 5, "upsample_input": True, "eval_frame_step": 4}
 
 
 def _data(kind: str, seed: int, budget: Budget) -> dict:
-    class_path, init = _data_init(kind, seed, 8 * budget.batches_per_epoch)
+    class_path, init = _data_init(kind, seed, budget.batches_per_epoch, budget.batch_size)
     return {"class_path": class_path, "init_args": init}
 
 
@@ -318,7 +320,7 @@ def _run_jobs(jobs: list[Job], slots: int, threads: int, log: Callable[[str], No
 
 
 # ------------------------------------------------------------------------------ measurements
-def measure_mean_w(kind: str, batches: int) -> float:
+def measure_mean_w(kind: str, batches: int, batch_size: int) -> float:
     """mean(W) of the local-variance map over HR training patches (seed 0's crops, the training sampler)."""
     import importlib
 
@@ -326,7 +328,7 @@ def measure_mean_w(kind: str, batches: int) -> float:
 
     from salightning.edges import LocalVariance
 
-    class_path, init = _data_init(kind, 0, 8 * batches)
+    class_path, init = _data_init(kind, 0, batches, batch_size)
     module, name = class_path.rsplit(".", 1)
     dm = getattr(importlib.import_module(module), name)(**init)
     dm.setup("fit")
@@ -439,7 +441,7 @@ def perceptual_scores(sr: Any, hr: Any, crop_border: int) -> dict[str, float]:
 def _test_items(kind: str) -> list[tuple[Any, Any]]:
     """(lr, hr) of the held-out test data: each test photo (1, C, h, w), each test clip (T, C, h, w)."""
     from salightning.data import ImageSRDataModule, degrade_crop, sample_video_paths
-    from salightning.data.video import open_sequence
+    from salightning.data.io import open_sequence
 
     if kind == "image":
         dm = ImageSRDataModule(scale=4, patch_size=4, num_workers=0, pin_memory=False)
@@ -457,8 +459,9 @@ def perceptual_metrics(kind: str, checkpoints: dict[str, Path], frame_step: int)
     frame of the test clips (video; each clip is super-resolved whole)."""
     import torch
 
-    from salightning.data import imresize
-    from salightning.predict import load_generator, super_resolve_clip
+    from salightning.ops import imresize
+    from salightning.checkpoints import load_generator
+    from salightning.predict import super_resolve_clip
 
     items = _test_items(kind)
     results = {}
@@ -573,28 +576,42 @@ COMPARISONS = [("sa_lv", "baseline"), ("sa_canny", "baseline"), ("sa_lv", "unifo
 SHORT = {"baseline": "the baseline", "uniform": "the uniform control", "sa_lv": "SA-LV", "sa_canny": "SA-Canny"}
 
 
-def classify(diffs: list[float], higher_is_better: bool) -> str:
-    """"better", "worse" or "unresolved": better/worse when every seed moved the same way and
-    the mean paired difference exceeds its seed standard deviation (needs >= 2 seeds)."""
+SIGNIFICANCE = 0.05
+
+
+def paired_p_value(diffs: list[float]) -> float:
+    """Two-sided p-value of a paired t-test of ``diffs`` (one per seed) against 0; 1.0 with fewer
+    than 2 seeds, 0.0 when every seed moved by the same non-zero amount."""
+    from scipy.stats import t as student_t
+
     if len(diffs) < 2:
+        return 1.0
+    mean, std = statistics.fmean(diffs), statistics.stdev(diffs)
+    if std == 0.0:
+        return 1.0 if mean == 0.0 else 0.0
+    return float(2.0 * student_t.sf(abs(mean) / (std / len(diffs) ** 0.5), len(diffs) - 1))
+
+
+def classify(diffs: list[float], higher_is_better: bool) -> str:
+    """"better", "worse" or "unresolved": better/worse when the paired t-test over seeds rejects
+    "no difference" at :data:`SIGNIFICANCE` (two-sided); with 3 seeds that needs a mean paired
+    difference of about 2.5 standard deviations of the differences."""
+    if paired_p_value(diffs) >= SIGNIFICANCE:
         return "unresolved"
-    signed = [d if higher_is_better else -d for d in diffs]
-    mean, std = statistics.fmean(signed), statistics.stdev(signed)
-    if all(x > 0 for x in signed) and mean > std:
-        return "better"
-    if all(x < 0 for x in signed) and -mean > std:
-        return "worse"
-    return "unresolved"
+    mean = statistics.fmean(diffs)
+    return "better" if (mean > 0) == higher_is_better else "worse"
 
 
 def verdict(rows_by_kind: dict[str, list[dict]], run_info: dict) -> str:
     """The verdict section (Markdown), generated from the per-seed rows: for every comparison and
     metric, better / worse / within the seed spread (rule of :func:`classify`)."""
     out = [
-        "Rule: an arm is **better** (or **worse**) than the reference on a metric when every seed's paired difference has "
-        "that sign and the mean difference exceeds the standard deviation of the differences over seeds; otherwise the "
-        "difference is **within the seed spread**. For GMSD and LPIPS lower is better. Each entry: mean paired "
-        "difference ± std (seeds up / seeds).",
+        f"Rule: an arm is **better** (or **worse**) than the reference on a metric when a paired t-test over the seeds "
+        f"(arm − reference of the same seed) rejects \"no difference\" at p < {SIGNIFICANCE} (two-sided); otherwise the "
+        "difference is **within the seed spread**. With 3 seeds that takes a mean difference of about 2.5 standard "
+        "deviations of the differences. For GMSD and LPIPS lower is better. Each entry: mean paired difference ± std "
+        f"(seeds up / seeds, p). A metric with no real difference is still called better or worse {SIGNIFICANCE:.0%} of "
+        "the time, and the metrics of one comparison are correlated: read single calls with that in mind.",
         "",
     ]
     tally: dict[str, list[str]] = {"better": [], "worse": []}
@@ -611,7 +628,7 @@ def verdict(rows_by_kind: dict[str, list[dict]], run_info: dict) -> str:
                     continue
                 c = classify(diffs, higher)
                 spread = f" ± {statistics.stdev(diffs):.{d}f}" if len(diffs) > 1 else ""
-                groups[c].append(f"{label} {statistics.fmean(diffs):+.{d}f}{spread} ({sum(x > 0 for x in diffs)}/{len(diffs)} up)")
+                groups[c].append(f"{label} {statistics.fmean(diffs):+.{d}f}{spread} ({sum(x > 0 for x in diffs)}/{len(diffs)} up, p {paired_p_value(diffs):.2g})")
                 if c != "unresolved":
                     tally[c].append(f"{kind} {SHORT[arm]} vs {SHORT[ref]}: {label}")
             n = sum(len(v) for v in groups.values())
@@ -783,7 +800,7 @@ def evaluate(index: dict, budget: Budget, log: Callable[[str], None]) -> tuple[l
     notes.append(
         "MS-SSIM (torchmetrics, 5 scales, Gaussian 11×11) and VIF (torchmetrics, pixel-domain VIF) on the BT.601 Y "
         f"channel, HaarPSI and GMSD (piq) on RGB, of 8-bit rounded images, {PERCEPTUAL_CROP} pixels cropped at each border (MS-SSIM needs 176 rows, the clips have 180), data "
-        f"range 1; mean of the per-image values (video: every {budget.perceptual_frame_step}th frame of each test clip). "
+        f"range 1; mean of the per-image values (video: {'every frame' if budget.perceptual_frame_step == 1 else f'every {budget.perceptual_frame_step}th frame'} of each test clip). "
         "Higher is better except for GMSD."
     )
     return rows, notes
@@ -866,6 +883,7 @@ weights: **GAN + a dominant DCT-domain perceptual term + the (SA) pixel loss, it
 work ({wall['train_min']:.1f} min of training with {wall['jobs']} runs in parallel, one thread each;
 {wall['eval_min']:.1f} min of evaluation and figures). Sum of the per-run training times:
 {wall['sum_runs_min']:.1f} min{'; some runs were reused from an earlier invocation' if wall['reused'] else ''}.
+The training of all {len(budget.image_seeds) * (1 + len(ARMS)) + len(budget.video_seeds) * (1 + len(ARMS))} runs spanned {wall['span_min']:.1f} min from the start of the first to the end of the last.
 
 ## Setup (identical for all arms of a seed)
 
@@ -879,7 +897,7 @@ work ({wall['train_min']:.1f} min of training with {wall['jobs']} runs in parall
 | pixel loss β₁ | {img['beta1']} (L1) | {vid['beta1']} (Charbonnier, ε = 1e-3) |
 | β₂ (SA arms) | held: SA part {TARGET_SHARE:.0%} of the G loss (`sa_beta_mode: hold`, calibrated over {budget.calibration_batches} batches, running means over {budget.hold_batches}) | same |
 | optimiser | Adam lr 1e-4, betas (0.9, 0.99), G and D; EMA 0.99 of G | same |
-| batch / patch | 8 × 64×64 HR | 8 × 64×64 HR, 5 frames |
+| batch / patch | {budget.batch_size} × 64×64 HR | {budget.batch_size} × 64×64 HR, 5 frames |
 | seeds | {', '.join(map(str, budget.image_seeds))} | {', '.join(map(str, budget.video_seeds))} |
 | runs | {n_img} | {n_vid} |
 
@@ -1015,7 +1033,7 @@ def main(argv: list[str] | None = None) -> None:
 
     for split in ("train", "test"):
         sample_video_dir(split)  # build the sample clips once, before parallel runs would race to
-    mean_w = {kind: measure_mean_w(kind, budget.mean_w_batches) for kind in ("image", "video")}
+    mean_w = {kind: measure_mean_w(kind, budget.mean_w_batches, budget.batch_size) for kind in ("image", "video")}
     log(f"mean(W) of local variance over training patches: image {mean_w['image']:.5f}, video {mean_w['video']:.5f}")
 
     jobs, index = build_jobs(root, budget, mean_w)
@@ -1023,6 +1041,9 @@ def main(argv: list[str] | None = None) -> None:
     run_jobs(jobs, args.jobs, args.threads, log)
     train_min = (time.time() - t_train) / 60
     reused = any(j.proc is None for j in jobs)
+    # The training span of the whole study, also when runs were reused from earlier invocations:
+    # each run's config.yaml is written when it starts, its done.json when it ends.
+    span_min = (max((j.run_dir / "done.json").stat().st_mtime for j in jobs) - min((j.run_dir / "config.yaml").stat().st_mtime for j in jobs)) / 60
 
     t_eval = time.time()
     torch.set_num_threads(max(1, args.jobs * args.threads))
@@ -1034,6 +1055,7 @@ def main(argv: list[str] | None = None) -> None:
     wall = {
         "total_min": (time.time() - t_start) / 60, "train_min": train_min, "eval_min": eval_min, "jobs": args.jobs,
         "sum_runs_min": sum(j.seconds for j in jobs) / 60, "reused": reused,
+        "span_min": span_min,
     }
     (root / "results.json").write_text(json.dumps({"budget": asdict(budget), "wall": wall, "mean_w": mean_w, "run_info": run_info, "rows": rows, "notes": notes}, indent=1))
     write_document(doc, root, budget, args.quick, rows, notes, run_info, mean_w, figures, wall)

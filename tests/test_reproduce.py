@@ -72,12 +72,16 @@ def test_uniform_beta1_reads_the_sa_lv_run(rp, tmp_path):
         rp.uniform_beta1("image", tmp_path / "missing", mean_w=0.5)
 
 
-def test_classify_needs_agreeing_seeds_beyond_their_spread(rp):
+def test_classify_is_a_paired_t_test_over_seeds(rp):
     assert rp.classify([0.3, 0.2, 0.25], higher_is_better=True) == "better"
     assert rp.classify([0.3, 0.2, 0.25], higher_is_better=False) == "worse"
     assert rp.classify([0.3, -0.1, 0.25], higher_is_better=True) == "unresolved"
     assert rp.classify([0.01, 1.0, 0.02], higher_is_better=True) == "unresolved"  # mean < std
     assert rp.classify([0.5], higher_is_better=True) == "unresolved"
+    # every seed up and mean > std, yet t = 2.6 with 2 degrees of freedom: p = 0.12
+    assert rp.paired_p_value([0.1, 0.3, 0.5]) == pytest.approx(0.1216, abs=1e-3)
+    assert rp.classify([0.1, 0.3, 0.5], higher_is_better=True) == "unresolved"
+    assert rp.paired_p_value([0.2, 0.2, 0.2]) == 0.0 and rp.paired_p_value([0.0, 0.0]) == 1.0
 
 
 def test_delta_table_pairs_seeds(rp):
@@ -102,7 +106,7 @@ def test_verdict_follows_the_numbers(rp):
         r["gmsd"] = {"baseline": 0.10, "sa_lv": 0.05, "sa_canny": 0.12, "uniform": 0.09}[r["arm"]] + 0.001 * r["seed"]
     run_info = {"image/seed0/sa_lv": {"held": True, "sa_share_tenths": [0.0] + [0.15] * 9}, "image/seed0/sa_canny": {"held": True, "sa_share_tenths": [0.0, 0.15, 0.1]}}
     text = rp.verdict({"image": image}, run_info)
-    assert "- SA-LV vs the baseline: better on 2/2 (PSNR (dB) +0.53 ± 0.06 (3/3 up); GMSD -0.0500 ± 0.0000 (0/3 up))" in text
+    assert "- SA-LV vs the baseline: better on 2/2 (PSNR (dB) +0.53 ± 0.06 (3/3 up, p 0.0039); GMSD -0.0500 ± 0.0000 (0/3 up, p 0))" in text
     assert "- SA-Canny vs the baseline: better on 0/2; worse on 2/2" in text
     assert "SA-LV vs the uniform control: better on 1/2 (GMSD" in text and "within the seed spread on 1/2 (PSNR" in text
     assert "image SA-Canny vs the baseline: PSNR (dB)" in text.split("**Against it:**")[1]
@@ -143,3 +147,20 @@ def test_perceptual_scores_rank_a_blurred_image_below_the_original(rp):
     assert worse["gmsd"] > same["gmsd"] + 1e-3
     with pytest.raises(ValueError, match=r"\(N, 3, H, W\)"):
         rp.perceptual_scores(hr[:, :1], hr[:, :1], crop_border=4)
+
+
+def test_perceptual_metrics_evaluate_a_checkpoint_on_the_test_photos(rp, tmp_path):
+    """The driver's evaluation path end to end on the real test photos: a generator that is a
+    bicubic upsampler in disguise would tie; the tiny random one must score below bicubic."""
+    import torch
+
+    from conftest import TINY_GENERATOR, make_checkpoint, tiny_generator
+
+    torch.manual_seed(0)
+    ckpt = make_checkpoint(tmp_path / "g.ckpt", tiny_generator(), "salightning.models.RRDBNet", dict(TINY_GENERATOR))
+    scores = rp.perceptual_metrics("image", {"tiny": ckpt}, frame_step=1)
+    assert set(scores) == {"bicubic", "tiny"}
+    assert set(scores["tiny"]) == {"msssim", "vif", "haarpsi", "gmsd"}
+    assert 0.5 < scores["bicubic"]["msssim"] < 1.0
+    assert scores["tiny"]["haarpsi"] < scores["bicubic"]["haarpsi"]
+    assert scores["tiny"]["gmsd"] > scores["bicubic"]["gmsd"]
