@@ -1,6 +1,6 @@
 """Reproduce the SA-loss paper's claim at small scale, in the paper's loss balance (issue 16).
 
-    python experiments/reproduce.py            # the whole study (hours on 2 shared CPU cores)
+    python experiments/reproduce.py            # the whole study (about an hour on 2 CPU cores)
     python experiments/reproduce.py --quick    # a tiny version that checks the pipeline (minutes)
 
 Every stage-2 arm trains GAN + a dominant perceptual term + the (SA) pixel loss, as the paper's
@@ -463,8 +463,8 @@ def perceptual_metrics(kind: str, checkpoints: dict[str, Path], frame_step: int)
     frame of the test clips (video; each clip is super-resolved whole)."""
     import torch
 
-    from salightning.ops import imresize
     from salightning.checkpoints import load_generator
+    from salightning.ops import imresize
     from salightning.predict import super_resolve_clip
 
     items = _test_items(kind)
