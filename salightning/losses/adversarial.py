@@ -19,6 +19,9 @@ lsgan          ``E (f - 1)^2``                             ``E (r - 1)^2``      
   coefficient 5e-3 (the paper's alpha = 0.005) was tuned with them.
 * lsgan: BasicSR's form (MSE without LSGAN's factor 1/2), targets b = c = 1, a = 0.
 
+Logits are taken in float32 when they come in half precision (autocast): a sigmoid of bf16 logits
+loses the small differences the relativistic loss is made of.
+
 Discriminator real and fake terms are separate so the trainer can backpropagate them one at
 a time (BasicSR does, which avoids in-place errors with BatchNorm discriminators under DDP);
 their sum is the discriminator loss. The other side's logits are always detached here.
@@ -33,6 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from salightning.checks import check_tensor
+from salightning.losses.distances import float32_if_half
 
 __all__ = [
     "AdversarialKind",
@@ -63,7 +67,7 @@ def _other(logits: Tensor | None, name: str, kind: str) -> Tensor | None:
         if kind == "relativistic":
             raise ValueError(f"{name} is required by the relativistic loss, got None")
         return None
-    return check_tensor(logits, name).detach()
+    return float32_if_half(check_tensor(logits, name).detach())
 
 
 def gan_generator_loss(
@@ -80,7 +84,7 @@ def gan_generator_loss(
         () scalar.
     """
     _check_kind(kind)
-    check_tensor(fake_logits, "fake_logits")
+    fake_logits = float32_if_half(check_tensor(fake_logits, "fake_logits"))
     real = _other(real_logits, "real_logits", kind)
     if kind == "vanilla":
         return _bce(fake_logits, 1.0)
@@ -105,7 +109,7 @@ def gan_discriminator_real_loss(
         () scalar.
     """
     _check_kind(kind)
-    check_tensor(real_logits, "real_logits")
+    real_logits = float32_if_half(check_tensor(real_logits, "real_logits"))
     fake = _other(fake_logits, "fake_logits", kind)
     if kind == "vanilla":
         return _bce(real_logits, 1.0)
@@ -130,7 +134,7 @@ def gan_discriminator_fake_loss(
         () scalar.
     """
     _check_kind(kind)
-    check_tensor(fake_logits, "fake_logits")
+    fake_logits = float32_if_half(check_tensor(fake_logits, "fake_logits"))
     real = _other(real_logits, "real_logits", kind)
     if kind == "vanilla":
         return _bce(fake_logits, 0.0)

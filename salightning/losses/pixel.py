@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from salightning.checks import check_broadcast, check_non_negative, check_same_shape, check_tensor
 from salightning.edges import EdgeExtractor
-from salightning.losses.distances import Distance, distance_penalty, weighted_distance
+from salightning.losses.distances import Distance, distance_penalty, float32_if_half, weighted_distance
 
 __all__ = ["PixelLossParts", "SAPixelLoss"]
 
@@ -182,7 +182,8 @@ class SAPixelLoss(nn.Module):
         return weighted_distance(sr, hr, h, self.distance, self.eps)
 
     def parts(self, sr: Tensor, hr: Tensor, edge_map: Tensor | None = None) -> PixelLossParts:
-        """The plain and SA parts of the loss, for logging and for calibrating ``beta2``.
+        """The loss and its plain and SA parts from one penalty pass (for training, logging and
+        calibrating ``beta2``); gradients flow through every part.
 
         Args: as :meth:`forward`.
 
@@ -190,11 +191,12 @@ class SAPixelLoss(nn.Module):
             :class:`PixelLossParts` of () scalars; ``total`` equals :meth:`forward` up to rounding.
         """
         hr, edge_map = self._inputs(sr, hr, edge_map)
-        plain = weighted_distance(sr, hr, self.beta1, self.distance, self.eps)
+        rho = distance_penalty(self.distance, self.eps)(float32_if_half(sr - hr))
+        plain = self.beta1 * rho.mean()
         if edge_map is None:
             zero = plain.new_zeros(())
             return PixelLossParts(plain, plain, zero, zero)
-        sa_unit = weighted_distance(sr, hr, edge_map, self.distance, self.eps)
+        sa_unit = (edge_map * rho).mean()
         sa = self.beta2 * sa_unit
         return PixelLossParts(plain + sa, plain, sa, sa_unit)
 

@@ -4,10 +4,6 @@ run with too many in a row is stopped. Every decision is all-reduced, so all DDP
 from __future__ import annotations
 
 import logging
-from typing import Any
-
-import torch
-from torch import Tensor
 
 log = logging.getLogger(__name__)
 
@@ -37,19 +33,6 @@ class NonFiniteGuard:
         self.max_in_a_row = max_in_a_row
         self.in_a_row = 0
         self.total = 0
-
-    @staticmethod
-    def all_finite(strategy: Any, *tensors: Tensor) -> bool:
-        """True when every value of every tensor is finite, on every rank (one host sync).
-
-        Every rank must take the same decision, or DDP's gradient all-reduce hangs.
-
-        Args:
-            strategy: the Trainer's strategy (``reduce_boolean_decision`` all-reduces the decision).
-            tensors: tensors of any shape.
-        """
-        finite = bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all())
-        return strategy.reduce_boolean_decision(finite, all=True)
 
     def skipped(self, what: str, batch: int) -> None:
         """Count a skipped batch; raise :class:`TrainingDiverged` at ``max_in_a_row`` in a row."""

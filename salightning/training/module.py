@@ -24,6 +24,7 @@ states and the W&B run id are saved by callbacks (:mod:`salightning.callbacks`).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 from collections.abc import Iterable
@@ -89,6 +90,11 @@ def _check_arguments(args: dict[str, Any]) -> None:
         raise ValueError(f"lr_milestones must be increasing, got {milestones!r}")
     if args["ema_decay"] is not None and not 0.0 < args["ema_decay"] < 1.0:
         raise ValueError(f"ema_decay must be in (0, 1), got {args['ema_decay']!r}")
+
+
+def trainable(network: nn.Module) -> list[Tensor]:
+    """The parameters of ``network`` that require gradients."""
+    return [p for p in network.parameters() if p.requires_grad]
 
 
 class SRGANModule(pl.LightningModule):
@@ -216,79 +222,108 @@ class SRGANModule(pl.LightningModule):
     def _memory_format(self, x: Tensor) -> Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.ndim == 4 else x
 
-    def discriminator_losses(self, sr: Tensor, hr: Tensor, fake_logits_g: Tensor) -> dict[str, Tensor]:
-        """D step, backpropagating its real and fake terms separately (BasicSR's fix for DDP with
-        BatchNorm discriminators). ``fake_logits_g`` are D's logits on ``sr`` from the G step
-        (same D parameters), reused as the detached fake side of the real term."""
-        real_logits = self.discriminator(discriminator_input(self.discriminator, hr))
-        loss_real = self.objective.adversarial_loss.discriminator_real_loss(real_logits, fake_logits_g)
-        self.manual_backward(loss_real)
-        fake_logits = self.discriminator(discriminator_input(self.discriminator, sr.detach()))
-        loss_fake = self.objective.adversarial_loss.discriminator_fake_loss(fake_logits, real_logits.detach())
-        self.manual_backward(loss_fake)
-        return {"d_real": loss_real.detach(), "d_fake": loss_fake.detach(), "d_real_logit": real_logits.detach().mean(),
-                "d_fake_logit": fake_logits.detach().mean()}
+    def _all_finite(self, checks: dict[str, Tensor]) -> str | None:
+        """The name of the first check that is not all-finite on some rank, or None: every check
+        in one fused reduction and one host sync (every rank takes the same decision, or DDP's
+        collectives hang)."""
+        flags = torch.stack([torch.isfinite(t).all() for t in checks.values()]).float()
+        flags = self.trainer.strategy.reduce(flags, reduce_op="min") if self.trainer.world_size > 1 else flags
+        failed = [name for name, ok in zip(checks, flags.tolist()) if not ok]
+        return failed[0] if failed else None
 
-    def _finite(self, *tensors: Tensor) -> bool:
-        return self.nonfinite_guard.all_finite(self.trainer.strategy, *tensors)
+    def _gradients(self, network: nn.Module) -> list[Tensor]:
+        return [p.grad for p in network.parameters() if p.grad is not None]
 
-    def _step(self, optimizer: Any, loss: Tensor) -> bool:
-        """Clip and step; False (no step, gradients dropped) when the step would be non-finite.
+    def _synchronise_gradients(self, network: nn.Module) -> None:
+        """All-reduce ``network``'s gradients (mean over ranks) in one flat collective: the GAN step
+        backpropagates twice through one graph, which DDP's reducer cannot follow (see training_step)."""
+        grads = self._gradients(network)
+        if not grads:
+            return
+        flat = self.trainer.strategy.reduce(torch.cat([g.reshape(-1) for g in grads]), reduce_op="mean")
+        for g, chunk in zip(grads, flat.split([g.numel() for g in grads])):
+            g.copy_(chunk.view_as(g))
 
-        A finite loss can give non-finite gradients (overflow in backward), and one Adam step
-        with them makes every weight NaN: the gradient norm is checked (one fused norm, one host
-        sync). Under fp16 AMP the GradScaler skips such steps itself; there the loss is checked,
-        so NaN losses are still counted and never reach the EMA or the beta2 balance."""
+    def _clip(self, network: nn.Module) -> Tensor:
+        """The gradient norm of ``network`` (0 without gradients), clipped to ``grad_clip_norm`` on the
+        device (no host sync); fp16 loss scaling is refused at fit start, so these are true gradients."""
+        grads = self._gradients(network)
+        if not grads:
+            return torch.zeros((), device=self.device)
+        foreach = grads[0].device.type != "cpu"
+        norm = torch.nn.utils.get_total_norm(grads, foreach=foreach)
         if self.grad_clip_norm is not None:
-            self.clip_gradients(optimizer, gradient_clip_val=self.grad_clip_norm, gradient_clip_algorithm="norm")
-        if getattr(self.trainer.precision_plugin, "scaler", None) is not None:
-            finite = self._finite(loss)
-        else:
-            grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-            finite = not grads or self._finite(torch.nn.utils.get_total_norm(grads, foreach=grads[0].device.type != "cpu"))
-        if finite:
-            optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        return finite
+            torch.nn.utils.clip_grads_with_norm_(network.parameters(), self.grad_clip_norm, norm, foreach=foreach)
+        return norm
 
-    def _skip(self, what: str) -> None:
-        self.nonfinite_guard.skipped(what, self.batches_seen)
-        self._after_batch()
+    def _network_buffers(self) -> list[Tensor]:
+        networks = [self.generator] + ([self.discriminator] if self.is_gan else [])
+        return [b for net in networks for b in net.buffers()]
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        """One batch: G and D losses from one generator forward and two discriminator forwards
+        (on HR and on SR), both networks' gradients from that one graph, then one finiteness
+        decision and both optimizer steps.
+
+        The mathematics are ESRGAN's (BasicSR's ``optimize_parameters``): G's gradient is taken with
+        D's weights of this batch and D's gradient on the SR computed before G's update. BasicSR
+        runs D five times per batch (twice for G, three times for D); the logits are the same, so
+        here D runs twice and each backward accumulates into its own network only (``inputs=``).
+        What differs: D's BatchNorm running statistics are updated twice per batch, not five times
+        (they are used only in eval mode, i.e. for the validation loss's GAN term).
+        """
         lr, hr = self._memory_format(batch["lr"]), self._memory_format(batch["hr"])
         opt_g, opt_d = self.optimizers() if self.is_gan else (self.optimizers(), None)
-        # Checked before any forward pass: a NaN image would poison BatchNorm running statistics
-        # even though its step is skipped.
-        if not self._finite(lr, hr):
-            return self._skip(f"input values (images {batch.get('name', '?')})")
+        # A non-finite batch is skipped after the fact (one host sync): restore what its forward
+        # passes changed in place, the BatchNorm running statistics.
+        buffers = self._network_buffers()
+        saved = [b.clone() for b in buffers]
         edge_map = self.pixel_loss.edge_map(hr)
-        self.toggle_optimizer(opt_g)
         sr = self.generator(lr)
-        # D in train mode updates its BatchNorm statistics with sr: check sr first.
-        if self.is_gan and not self._finite(sr):
-            self.untoggle_optimizer(opt_g)
-            return self._skip("generator output")
-        total, g = self.objective(sr, hr, edge_map, self.discriminator)
-        self.manual_backward(total)
-        stepped = self._step(opt_g, total)
-        self.untoggle_optimizer(opt_g)
-        if not stepped:
-            return self._skip("generator loss or gradient")
+        checks = {f"input values (images {batch.get('name', '?')})": torch.stack([lr.sum(), hr.sum()]), "generator output": sr.sum()}
         d: dict[str, Tensor] = {}
         if self.is_gan:
-            self.toggle_optimizer(opt_d)
-            d = self.discriminator_losses(sr, hr, g["d_fake_logit_g"])
-            stepped = self._step(opt_d, d["d_real"] + d["d_fake"])
-            self.untoggle_optimizer(opt_d)
-            if not stepped:
-                return self._skip("discriminator loss or gradient")
+            real_logits = self.discriminator(discriminator_input(self.discriminator, hr))
+            fake_logits = self.discriminator(discriminator_input(self.discriminator, sr))
+            total, g = self.objective(sr, hr, edge_map, logits=(fake_logits, real_logits))
+            adversarial = self.objective.adversarial_loss
+            d_real = adversarial.discriminator_real_loss(real_logits, fake_logits.detach())
+            d_fake = adversarial.discriminator_fake_loss(fake_logits, real_logits.detach())
+            d = {"d_real": d_real.detach(), "d_fake": d_fake.detach(), "d_real_logit": real_logits.detach().mean(),
+                 "d_fake_logit": fake_logits.detach().mean()}
+            distributed = self.trainer.world_size > 1
+            with self.trainer.model.no_sync() if distributed else contextlib.nullcontext():
+                self.manual_backward(total, inputs=trainable(self.generator), retain_graph=True)
+                self.manual_backward(d_real + d_fake, inputs=trainable(self.discriminator))
+            if distributed:
+                self._synchronise_gradients(self.generator)
+                self._synchronise_gradients(self.discriminator)
+                self.trainer.model.require_forward_param_sync = True  # no_sync cleared it: DDP broadcasts buffers again
+            checks.update({"generator loss or gradient": torch.stack([total.detach(), self._clip(self.generator)]),
+                           "discriminator loss or gradient": torch.stack([d_real.detach(), d_fake.detach(), self._clip(self.discriminator)])})
+        else:
+            total, g = self.objective(sr, hr, edge_map)
+            self.manual_backward(total)
+            checks["generator loss or gradient"] = torch.stack([total.detach(), self._clip(self.generator)])
+        failed = self._all_finite(checks)
+        for opt in (opt_g, opt_d) if self.is_gan else (opt_g,):
+            if failed is None:
+                opt.step()
+            opt.zero_grad(set_to_none=True)
+        if failed is not None:
+            for buffer, value in zip(buffers, saved):
+                buffer.copy_(value)
+            return self._skip(failed)
         self.nonfinite_guard.passed()
         if self.generator_ema is not None:
             self.generator_ema.update_parameters(self.generator)
         if self.sa_balance.active:
             self._balance_sa(total.detach() - g["pixel_sa"], g["pixel_sa_unit"])
         self._log_train(total, g, d, batch_size=hr.shape[0])
+        self._after_batch()
+
+    def _skip(self, what: str) -> None:
+        self.nonfinite_guard.skipped(what, self.batches_seen)
         self._after_batch()
 
     def _after_batch(self) -> None:
@@ -381,6 +416,12 @@ class SRGANModule(pl.LightningModule):
         self.sa_balance.load_state_dict(state.get("sa_balance", state))
 
     def on_fit_start(self) -> None:
+        if str(self.trainer.precision) in ("16-mixed", "16"):
+            raise ValueError(
+                "trainer.precision 16-mixed is not supported by the GAN step (one shared loss scale for two "
+                "optimizers and two backward passes through one graph); use --trainer.precision bf16-mixed "
+                "(Ampere GPUs and newer, recent CPUs) or 32"
+            )
         message = self.objective.balance_warning(self.is_gan)
         if message is not None:
             rank_zero_warn(message)

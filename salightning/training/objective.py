@@ -115,7 +115,13 @@ class GeneratorObjective(nn.Module):
         )
 
     def forward(
-        self, sr: Tensor, hr: Tensor, edge_map: Tensor | None = None, discriminator: nn.Module | None = None
+        self,
+        sr: Tensor,
+        hr: Tensor,
+        edge_map: Tensor | None = None,
+        discriminator: nn.Module | None = None,
+        *,
+        logits: tuple[Tensor, Tensor | None] | None = None,
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """The total generator loss and its named terms.
 
@@ -123,8 +129,11 @@ class GeneratorObjective(nn.Module):
             sr: (B, C, H, W) generator output.
             hr: (B, C, H, W) target.
             edge_map: ``W(hr)`` for the SA terms (None: the pixel loss computes it if it can).
-            discriminator: D of the GAN stage (None: no GAN term). Its parameters get gradients
-                from the GAN term; freeze them for a pure G step.
+            discriminator: D of the GAN stage, run here on ``sr`` (and on ``hr`` for the
+                relativistic loss); None: no GAN term unless ``logits`` are given.
+            logits: ``(fake_logits, real_logits)`` of D on ``sr`` (with its graph) and on ``hr``
+                (detached here), already computed by the caller, who reuses them for D's own
+                loss (the training step); instead of ``discriminator``.
 
         Returns:
             ``(total, terms)``: ``terms`` holds ``pixel`` (eq. 12/13), its detached parts
@@ -134,10 +143,9 @@ class GeneratorObjective(nn.Module):
         """
         if edge_map is None:
             edge_map = self.pixel_loss.edge_map(hr)
-        terms: dict[str, Tensor] = {"pixel": self.pixel_loss(sr, hr, edge_map=edge_map)}
-        with torch.no_grad():
-            parts = self.pixel_loss.parts(sr, hr, edge_map=edge_map)
-        terms.update(pixel_plain=parts.plain, pixel_sa=parts.sa, pixel_sa_unit=parts.sa_unit)
+        parts = self.pixel_loss.parts(sr, hr, edge_map=edge_map)
+        terms: dict[str, Tensor] = {"pixel": parts.total}
+        terms.update(pixel_plain=parts.plain.detach(), pixel_sa=parts.sa.detach(), pixel_sa_unit=parts.sa_unit.detach())
         total = terms["pixel"]
         if self.perceptual_loss is not None and self.perceptual_weight > 0:
             if getattr(self.perceptual_loss, "uses_edge_map", False):
@@ -148,14 +156,16 @@ class GeneratorObjective(nn.Module):
         if self.tv_weight > 0:
             terms["tv"] = total_variation(sr)
             total = total + self.tv_weight * terms["tv"]
-        if discriminator is not None:
-            fake_logits = discriminator(discriminator_input(discriminator, sr))
+        if logits is None and discriminator is not None:
             real_logits = None
             if self.adversarial_loss.kind == "relativistic":
                 with torch.no_grad():
                     real_logits = discriminator(discriminator_input(discriminator, hr))
+            logits = (discriminator(discriminator_input(discriminator, sr)), real_logits)
+        if logits is not None:
+            fake_logits, real_logits = logits
             terms["adversarial"] = self.adversarial_loss.generator_loss(fake_logits, real_logits)
             terms["d_fake_logit_g"] = fake_logits.detach()
             total = total + self.adversarial_weight * terms["adversarial"]
-        terms["sa_share"] = parts.sa / total.detach().abs().clamp_min(1e-12)
+        terms["sa_share"] = terms["pixel_sa"] / total.detach().abs().clamp_min(1e-12)
         return total, terms
