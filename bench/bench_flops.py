@@ -60,7 +60,7 @@ def seconds(fn: Callable[[], object], device: torch.device) -> float:
 
 
 def measure(
-    batch: int = 2, repeats: int = 5, threads: int = 1, device: str = "cpu", images: int = 4
+    batch: int = 2, repeats: int = 5, threads: int = 1, device: str = "cpu", images: int = 4, blocks: int = 23
 ) -> dict[str, float | str]:
     """Generator and reference-conv FLOPs, seconds and FLOP/s, and their ratio.
 
@@ -72,7 +72,7 @@ def measure(
     torch.set_num_threads(threads)
     dev = torch.device(device)
     torch.manual_seed(0)
-    generator = RRDBNet(num_features=64, num_blocks=23, growth_channels=32, scale=SCALE).to(dev)
+    generator = RRDBNet(num_features=64, num_blocks=blocks, growth_channels=32, scale=SCALE).to(dev)
     hr, _ = photo_crops(batch)
     hr = hr.to(dev)
     lr = imresize(hr, 1 / SCALE).clamp(0, 1)

@@ -145,9 +145,9 @@ def _video_batch(batch: int) -> dict[str, Any]:
     return {"lr": lr.contiguous(), "hr": frames[:, 2].contiguous(), "name": names}
 
 
-def child_step(network: str, batch: int, device: str) -> dict[str, Any]:
+def child_step(network: str, batch: int, device: str, tiny: bool = False) -> dict[str, Any]:
     """One stage-2 step of ``network`` at ``batch``; its peak memory (weights, Adam states,
-    activations, VGG all included) and time."""
+    activations, VGG all included) and time. ``tiny``: one block and 8 features (bench/run.py --smoke)."""
     from bench_module import ADV_WEIGHT, HR_SIZE, photo_batches, quiet_lightning, run_module
     from salightning.edges import LocalVariance
     from salightning.losses import AdversarialLoss, PerceptualLoss, SAPixelLoss
@@ -160,8 +160,8 @@ def child_step(network: str, batch: int, device: str) -> dict[str, Any]:
     with PeakMemory(dev) as mem:
         if network == "sa_esrgan":
             module = SRGANModule(
-                generator=RRDBNet(num_features=64, num_blocks=23, growth_channels=32, scale=4),
-                discriminator=VGGStyleDiscriminator(num_features=64, input_size=HR_SIZE),
+                generator=RRDBNet(num_features=8 if tiny else 64, num_blocks=1 if tiny else 23, growth_channels=32, scale=4),
+                discriminator=VGGStyleDiscriminator(num_features=8 if tiny else 64, input_size=HR_SIZE),
                 adversarial_loss=AdversarialLoss("relativistic"),
                 adversarial_weight=ADV_WEIGHT,
                 perceptual_loss=PerceptualLoss("conv5_4", distance="l1", weights="random"),
@@ -171,8 +171,8 @@ def child_step(network: str, batch: int, device: str) -> dict[str, Any]:
             batches = photo_batches(batch, 1)
         elif network == "sa_vsrresfeatgan":
             module = SRGANModule(
-                generator=VSRResNet(num_frames=5, frame_features=32, num_features=64, num_blocks=15, scale=4),
-                discriminator=VSRResFeatGANDiscriminator(num_features=64),
+                generator=VSRResNet(num_frames=5, frame_features=32, num_features=8 if tiny else 64, num_blocks=1 if tiny else 15, scale=4),
+                discriminator=VSRResFeatGANDiscriminator(num_features=8 if tiny else 64),
                 adversarial_loss=AdversarialLoss("vanilla"),
                 adversarial_weight=0.001,
                 perceptual_loss=PerceptualLoss("relu5_4", distance="charbonnier", weights="random"),
@@ -219,14 +219,14 @@ def tiled_prediction(
     }
 
 
-def step_memory(network: str, batches: list[int], threads: int = 1, device: str = "cpu") -> dict[str, Any]:
+def step_memory(network: str, batches: list[int], threads: int = 1, device: str = "cpu", tiny: bool = False) -> dict[str, Any]:
     """Peak memory of a stage-2 step of ``network`` at each of ``batches``, and at the paper's
     batch (measured, or extrapolated linearly from the two largest batches measured).
 
     Returns {"per_batch": {batch: child result}, "paper_batch", "peak_mib" (at the paper's
     batch), "extrapolated" (bool), "per_sample_mib" (slope between the two largest batches, or None)}.
     """
-    per_batch = {b: run_child({"kind": "step", "network": network, "batch": b, "device": device}, threads) for b in batches}
+    per_batch = {b: run_child({"kind": "step", "network": network, "batch": b, "device": device, "tiny": tiny}, threads) for b in batches}
     paper = PAPER_BATCH[network]
     slope = None
     if len(batches) >= 2:

@@ -25,7 +25,7 @@ bicubic x4 down to 32x32):
   channels_last   SRGANModule(channels_last=True)
   bf16-mixed      pl.Trainer(precision="bf16-mixed") (edge maps stay fp32)
   channels_last + bf16-mixed   both
-  compiled G      SRGANModule(compile_generator=True) (torch.compile of the generator in place;
+  compiled        SRGANModule(compile=True) (torch.compile of G and D in place;
                   --no-compile leaves it out: the first CPU batch compiles for about a minute)
 
 bare, module, L1 and Canny share the same G, D and loss objects. Runs alternate: each round runs
@@ -94,7 +94,9 @@ CANNY = "module (SA-Canny)"
 CHANNELS_LAST = "module (SA-LV) channels_last"
 BF16 = "module (SA-LV) bf16-mixed"
 CHANNELS_LAST_BF16 = "module (SA-LV) channels_last + bf16-mixed"
-COMPILED = "module (SA-LV) compiled G"
+COMPILED = "module (SA-LV) compiled"
+BASICSR = "BasicSR order (L1)"
+L1_LOOP_ADAM = "module (L1) for-loop Adam"
 #: ratio label -> (numerator variant, denominator variant, target or None)
 PAIRS: dict[str, tuple[str, str, float | None]] = {
     "module / bare": (PLAIN, BARE, 1.05),
@@ -103,8 +105,31 @@ PAIRS: dict[str, tuple[str, str, float | None]] = {
     "channels_last / plain": (CHANNELS_LAST, PLAIN, None),
     "bf16-mixed / fp32": (BF16, PLAIN, None),
     "channels_last + bf16 / plain": (CHANNELS_LAST_BF16, PLAIN, None),
-    "compiled G / plain": (COMPILED, PLAIN, None),
+    "compiled / plain": (COMPILED, PLAIN, None),
+    "GAN step / BasicSR order": (L1, BASICSR, 0.85),
+    "two D forwards / BasicSR order": (L1_LOOP_ADAM, BASICSR, None),
+    "fused Adam / for-loop Adam": (L1, L1_LOOP_ADAM, None),
 }
+
+
+@dataclass(frozen=True)
+class Networks:
+    """The sizes of the networks and crops a measurement runs."""
+
+    g_features: int = 64
+    g_blocks: int = 23
+    g_growth: int = 32
+    d_features: int = 64
+    hr_size: int = HR_SIZE
+
+
+PAPER = Networks()
+#: issue 22's comparison with BasicSR's order: RRDBNet nf32 nb6 x4, VGG-style D 128
+BASICSR_COMPARISON = Networks(g_features=32, g_blocks=6)
+#: the smallest networks, for bench/run.py --smoke
+SMOKE = Networks(g_features=8, g_blocks=1, g_growth=4, d_features=8, hr_size=32)
+#: every variant measure() knows, in the order it runs them
+ALL_VARIANTS = (BARE, PLAIN, L1, CANNY, BASICSR, L1_LOOP_ADAM, CHANNELS_LAST, BF16, CHANNELS_LAST_BF16, COMPILED)
 Times = list[tuple[float, float]]
 
 
@@ -131,9 +156,9 @@ def photo_crops(count: int, size: int = HR_SIZE) -> tuple[torch.Tensor, list[str
     return torch.stack(crops).contiguous(), names
 
 
-def photo_batches(batch: int, count: int) -> list[dict[str, Any]]:
-    """``count`` batches of ``batch`` distinct real-photo crops: {"lr": (B,3,32,32), "hr": (B,3,128,128), "name"}."""
-    hr, names = photo_crops(batch * count)
+def photo_batches(batch: int, count: int, size: int = HR_SIZE) -> list[dict[str, Any]]:
+    """``count`` batches of ``batch`` distinct real-photo crops: {"lr": (B,3,size/4,size/4), "hr": (B,3,size,size), "name"}."""
+    hr, names = photo_crops(batch * count, size)
     lr = imresize(hr, 1 / SCALE).clamp(0, 1)
     return [
         {"lr": lr[j : j + batch], "hr": hr[j : j + batch], "name": names[j : j + batch]}
@@ -142,8 +167,13 @@ def photo_batches(batch: int, count: int) -> list[dict[str, Any]]:
 
 
 def adam(params: Any) -> torch.optim.Optimizer:
-    # the module's default optimizer (ESRGAN / BasicSR stage 2)
+    """BasicSR's stage-2 optimizer: Adam, lr 1e-4, betas (0.9, 0.99), torch's default (for-loop on a CPU)."""
     return torch.optim.Adam(params, lr=1e-4, betas=(0.9, 0.99))
+
+
+def fused_adam(params: Any) -> torch.optim.Optimizer:
+    """The module's default optimizer: the same Adam, fused."""
+    return torch.optim.Adam(params, lr=1e-4, betas=(0.9, 0.99), fused=True)
 
 
 def clock(device: torch.device | str = "cpu") -> tuple[float, float]:
@@ -212,6 +242,12 @@ def run_module(
     return timer.periods(), timer.inside()
 
 
+def _to(device: torch.device | str, *nets: nn.Module | None) -> None:
+    for net in nets:
+        if net is not None:
+            net.to(device).train()
+
+
 def run_bare(
     generator: nn.Module,
     discriminator: nn.Module,
@@ -221,44 +257,69 @@ def run_bare(
     batches: list[dict[str, Any]],
     device: torch.device | str = "cpu",
 ) -> Times:
-    """The module's stage-2 updates in a plain loop; the (wall, CPU) time of each batch (fetch and
-    host-to-device copy included)."""
-    for net in (generator, discriminator, pixel_loss, adversarial_loss, perceptual_loss):
-        if net is not None:
-            net.to(device)
-    generator.train()
-    discriminator.train()
+    """The module's stage-2 update in a plain loop (two D forwards, one graph, each backward into its
+    own network, fused Adam); the (wall, CPU) time of each batch (fetch and host-to-device copy included)."""
+    _to(device, generator, discriminator, pixel_loss, adversarial_loss, perceptual_loss)
+    opt_g, opt_d = fused_adam(generator.parameters()), fused_adam(discriminator.parameters())
+    marks = [clock(device)]
+    for batch in DataLoader(batches, batch_size=None):
+        lr, hr = batch["lr"].to(device), batch["hr"].to(device)
+        edge_map = pixel_loss.edge_map(hr)
+        sr = generator(lr)
+        real_logits, fake_logits = discriminator(hr), discriminator(sr)
+        loss_g = pixel_loss(sr, hr, edge_map=edge_map)
+        if perceptual_loss is not None:
+            loss_g = loss_g + perceptual_loss(sr, hr)
+        loss_g = loss_g + ADV_WEIGHT * adversarial_loss.generator_loss(fake_logits, real_logits.detach())
+        loss_d = adversarial_loss.discriminator_real_loss(real_logits, fake_logits.detach()) + adversarial_loss.discriminator_fake_loss(
+            fake_logits, real_logits.detach()
+        )
+        loss_g.backward(inputs=list(generator.parameters()), retain_graph=True)
+        loss_d.backward(inputs=list(discriminator.parameters()))
+        bool(torch.isfinite(torch.stack([loss_g.detach(), loss_d.detach()])).all())  # the module's one host sync
+        for opt in (opt_g, opt_d):
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        marks.append(clock(device))
+    return spans(marks)
+
+
+def run_basicsr_order(
+    generator: nn.Module,
+    discriminator: nn.Module,
+    pixel_loss: SAPixelLoss,
+    adversarial_loss: AdversarialLoss,
+    perceptual_loss: nn.Module | None,
+    batches: list[dict[str, Any]],
+    device: torch.device | str = "cpu",
+) -> Times:
+    """The same update in the order of BasicSR 1.4.2's ``ESRGANModel.optimize_parameters``: G step
+    with D frozen (D on HR without grad, D on SR), then the D step (D on SR detached, D on HR, real
+    half backward, D on SR again, fake half backward): five D forwards per batch."""
+    _to(device, generator, discriminator, pixel_loss, adversarial_loss, perceptual_loss)
     opt_g, opt_d = adam(generator.parameters()), adam(discriminator.parameters())
     marks = [clock(device)]
     for batch in DataLoader(batches, batch_size=None):
         lr, hr = batch["lr"].to(device), batch["hr"].to(device)
         edge_map = pixel_loss.edge_map(hr)
-
-        # G step; Lightning's toggle_optimizer(opt_g) freezes every parameter not in opt_g
         discriminator.requires_grad_(False)
         sr = generator(lr)
-        loss_g = pixel_loss(sr, hr, edge_map=edge_map).total
+        loss_g = pixel_loss(sr, hr, edge_map=edge_map)
         if perceptual_loss is not None:
             loss_g = loss_g + perceptual_loss(sr, hr)
-        fake_logits = discriminator(sr)
-        with torch.no_grad():
-            real_logits = discriminator(hr)
-        loss_g = loss_g + ADV_WEIGHT * adversarial_loss.generator_loss(fake_logits, real_logits)
+        real_logits = discriminator(hr).detach()
+        loss_g = loss_g + ADV_WEIGHT * adversarial_loss.generator_loss(discriminator(sr), real_logits)
         loss_g.backward()
         opt_g.step()
         opt_g.zero_grad(set_to_none=True)
         discriminator.requires_grad_(True)
-
-        # D step, real and fake terms backpropagated separately
-        generator.requires_grad_(False)
+        fake_logits = discriminator(sr).detach()
         real_logits = discriminator(hr)
-        adversarial_loss.discriminator_real_loss(real_logits, fake_logits.detach()).backward()
+        adversarial_loss.discriminator_real_loss(real_logits, fake_logits).backward()
         fake_logits = discriminator(sr.detach())
         adversarial_loss.discriminator_fake_loss(fake_logits, real_logits.detach()).backward()
         opt_d.step()
         opt_d.zero_grad(set_to_none=True)
-        generator.requires_grad_(True)
-
         marks.append(clock(device))
     return spans(marks)
 
@@ -275,6 +336,7 @@ class Measurement:
     perceptual: bool
     timed_loop_s: float
     first_batches: dict[str, Times] = field(default_factory=dict)  # each variant's first batch per round
+    steps: int = 1  # timed batches per variant per round
 
     def median_wall(self, name: str) -> float:
         return statistics.median(w for w, _ in self.times[name])
@@ -292,6 +354,19 @@ class Measurement:
         """The steadiest step time: the minimum CPU seconds on a CPU (other jobs on the same cores
         only ever add to a batch's CPU time, through evicted caches), median wall seconds on a GPU."""
         return self.min_cpu(name) if self.device == "cpu" else self.median_wall(name)
+
+    def round_ratios(self, a: str, b: str) -> tuple[float, float]:
+        """(lowest, highest) over rounds of the ratio a / b of that round's steady times (minimum
+        CPU on a CPU, median wall on a GPU): the spread the interleaved rounds show."""
+        column = 1 if self.device == "cpu" else 0
+        pick = min if self.device == "cpu" else statistics.median
+
+        def per_round(name: str) -> list[float]:
+            t = [x[column] for x in self.times[name]]
+            return [pick(t[k : k + self.steps]) for k in range(0, len(t), self.steps)]
+
+        ratios = [x / y for x, y in zip(per_round(a), per_round(b))]
+        return min(ratios), max(ratios)
 
     def ratios(self) -> dict[str, dict[str, float | None]]:
         """label -> ratios for the pairs measured: of median wall times ("wall"), of minimum wall
@@ -321,13 +396,16 @@ def measure(
     device: str = "cpu",
     show_times: bool = False,
     log: Callable[[str], None] = print,
+    networks: Networks = PAPER,
+    variants: tuple[str, ...] | None = None,
 ) -> Measurement:
-    """Time every variant (see the module docstring), alternating them round by round."""
+    """Time every variant (see the module docstring), alternating them round by round; ``variants``
+    chooses some (default: the four plain ones, and the speed options with ``options``)."""
     torch.manual_seed(0)
     quiet_lightning()
     dev = torch.device(device)
-    generator = RRDBNet(num_features=64, num_blocks=23, growth_channels=32, scale=SCALE)
-    discriminator = VGGStyleDiscriminator(input_size=HR_SIZE)
+    generator = RRDBNet(num_features=networks.g_features, num_blocks=networks.g_blocks, growth_channels=networks.g_growth, scale=SCALE)
+    discriminator = VGGStyleDiscriminator(num_features=networks.d_features, input_size=networks.hr_size)
     adversarial_loss = AdversarialLoss("relativistic")
     perceptual_loss = PerceptualLoss("conv5_4", weights="random") if perceptual else None
     pixel_losses = {
@@ -336,7 +414,7 @@ def measure(
         "SA-Canny": SAPixelLoss(beta1=0.01, beta2=20.0, edge_extractor=Canny(100.0, 200.0)),
     }
 
-    def module(pixel: str, own_copy: bool = False, **switches: bool) -> SRGANModule:
+    def module(pixel: str, own_copy: bool = False, **switches: Any) -> SRGANModule:
         # channels_last and compile_generator change the networks and losses in place: such a
         # variant gets its own copies (same initial weights) so the plain path stays plain.
         parts = (generator, discriminator, pixel_losses[pixel], adversarial_loss, perceptual_loss)
@@ -351,20 +429,30 @@ def measure(
             **switches,
         )
 
-    # variant name -> (module or None for the bare loop, Trainer precision)
-    plans: dict[str, tuple[SRGANModule | None, str]] = {
-        BARE: (None, "32-true"),
-        PLAIN: (module("SA-LV"), "32-true"),
-        L1: (module("L1"), "32-true"),
-        CANNY: (module("SA-Canny"), "32-true"),
+    if variants is None:
+        variants = (BARE, PLAIN, L1, CANNY) + ((CHANNELS_LAST, BF16, CHANNELS_LAST_BF16) if options else ())
+        variants += (COMPILED,) if options and compile_generator else ()
+    unknown = set(variants) - set(ALL_VARIANTS)
+    if unknown:
+        raise ValueError(f"unknown variants {sorted(unknown)}; known: {ALL_VARIANTS}")
+    # variant name -> (a module, or the plain loop that runs it, and the Trainer precision); built
+    # lazily so that a variant left out costs nothing
+    makers: dict[str, Callable[[], tuple[SRGANModule | Callable[..., Times], str]]] = {
+        BARE: lambda: (run_bare, "32-true"),
+        BASICSR: lambda: (run_basicsr_order, "32-true"),
+        PLAIN: lambda: (module("SA-LV"), "32-true"),
+        L1: lambda: (module("L1"), "32-true"),
+        L1_LOOP_ADAM: lambda: (module("L1", optimizer_g=adam, optimizer_d=adam), "32-true"),
+        CANNY: lambda: (module("SA-Canny"), "32-true"),
+        CHANNELS_LAST: lambda: (module("SA-LV", own_copy=True, channels_last=True), "32-true"),
+        BF16: lambda: (module("SA-LV"), "bf16-mixed"),
+        CHANNELS_LAST_BF16: lambda: (module("SA-LV", own_copy=True, channels_last=True), "bf16-mixed"),
+        COMPILED: lambda: (module("SA-LV", own_copy=True, compile=True), "32-true"),
     }
-    if options:
-        plans[CHANNELS_LAST] = (module("SA-LV", own_copy=True, channels_last=True), "32-true")
-        plans[BF16] = (module("SA-LV"), "bf16-mixed")
-        plans[CHANNELS_LAST_BF16] = (module("SA-LV", own_copy=True, channels_last=True), "bf16-mixed")
-        if compile_generator:
-            plans[COMPILED] = (module("SA-LV", own_copy=True, compile_generator=True), "32-true")
-    batches = photo_batches(batch, warmup + steps)
+    plans = {name: makers[name]() for name in ALL_VARIANTS if name in variants}
+    #: the pixel loss each plain loop runs
+    loop_pixel = {BARE: "SA-LV", BASICSR: "L1"}
+    batches = photo_batches(batch, warmup + steps, networks.hr_size)
 
     times: dict[str, Times] = {name: [] for name in plans}
     inside: dict[str, Times] = {}
@@ -375,10 +463,8 @@ def measure(
         for name in names[r % len(names) :] + names[: r % len(names)]:
             torch.set_num_threads(threads)  # whatever the previous run left
             mod, precision = plans[name]
-            if mod is None:
-                measured = run_bare(
-                    generator, discriminator, pixel_losses["SA-LV"], adversarial_loss, perceptual_loss, batches, dev
-                )
+            if not isinstance(mod, SRGANModule):
+                measured = mod(generator, discriminator, pixel_losses[loop_pixel[name]], adversarial_loss, perceptual_loss, batches, dev)
             else:
                 measured, hooked = run_module(mod, batches, precision, dev)
                 inside.setdefault(name, []).extend(hooked[warmup:])
@@ -396,6 +482,7 @@ def measure(
         perceptual=perceptual,
         timed_loop_s=time.perf_counter() - start,
         first_batches=first,
+        steps=steps,
     )
 
 

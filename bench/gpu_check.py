@@ -58,7 +58,7 @@ def run_quick(fig: Figures, device: str, tmp: Path) -> None:
     out = tmp / "run_quick.json"
     only = [] if device == "cuda" else ["--only", "tiled"]
     _, seconds = command([sys.executable, HERE / "run.py", "--device", device, "--quick", "--out", out, *only], timeout=300)
-    for name, value in json.loads(out.read_text()).items():
+    for name, value in json.loads(out.read_text())["figures"].items():
         fig.add(f"run_quick.{name}", value, "bench/run.py --quick" + (" --only tiled" if only else ""))
     fig.add("run_quick_seconds", seconds, "wall s of bench/run.py --quick")
 

@@ -47,8 +47,10 @@ _FRESH_INDUCTOR_CACHE = tempfile.TemporaryDirectory(prefix="salightning-bench-in
 os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", _FRESH_INDUCTOR_CACHE.name)
 
 import argparse  # noqa: E402
+import datetime  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
+import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
@@ -66,8 +68,10 @@ import bench_module  # noqa: E402
 import bench_predict_memory  # noqa: E402
 import bench_tiling  # noqa: E402
 import bench_video  # noqa: E402
+import report  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
 
 #: bench_module ratio label -> figure name
 RATIO_NAMES = {
@@ -75,9 +79,22 @@ RATIO_NAMES = {
     "SA-LV / L1": "sa_local_variance_vs_l1_step_ratio",
     "SA-Canny / L1": "sa_canny_vs_l1_step_ratio",
     "channels_last / plain": "channels_last_vs_plain_step_ratio",
-    "bf16-mixed / fp32": "bf16_mixed_vs_fp32_step_ratio",
+    "bf16-mixed / fp32": "bf16_vs_fp32_step_ratio",
     "channels_last + bf16 / plain": "channels_last_bf16_mixed_vs_plain_step_ratio",
-    "compiled G / plain": "compile_generator_vs_plain_step_ratio",
+    "compiled / plain": "compile_vs_eager_step_ratio",
+    "GAN step / BasicSR order": "gan_step_vs_basicsr_order_ratio",
+    "two D forwards / BasicSR order": "two_d_forwards_vs_basicsr_order_ratio",
+    "fused Adam / for-loop Adam": "fused_adam_vs_loop_adam_step_ratio",
+}
+#: figure name -> (target, "<=" or ">="): the targets of the open issues, judged in the report
+TARGETS: dict[str, tuple[float, str]] = {
+    "gan_step_vs_basicsr_order_ratio": (0.85, "<="),
+    "bf16_vs_fp32_step_ratio": (0.75, "<="),
+    "lightning_vs_bare_step_ratio": (1.05, "<="),
+    "sa_canny_vs_l1_step_ratio": (1.05, "<="),
+    "sa_local_variance_vs_l1_step_ratio": (1.03, "<="),
+    "video_predict_rss_60_vs_10": (1.10, "<="),
+    "imresize_vs_interpolate_time_ratio": (2.0, "<="),
 }
 
 
@@ -90,6 +107,11 @@ class Sizes:
     module_warmup: int = 1
     module_steps: int = 3
     compile_generator: bool = True
+    module_networks: bench_module.Networks = bench_module.PAPER
+    basicsr_networks: bench_module.Networks = bench_module.BASICSR_COMPARISON
+    flops_blocks: int = 23
+    tile_grid_crop: int | None = None
+    tiny_memory_networks: bool = False
     flops_batch: int = 2
     flops_repeats: int = 5
     flops_conv_images: int = 4
@@ -115,6 +137,14 @@ QUICK = Sizes(
     flops_repeats=2, flops_conv_images=1, edges_batch=4, edges_repeats=2, data_samples=8, data_images=1,
     tiled_lr_size=128, tiled_blocks=1, tile=64, overlap=16, esrgan_batches=[1, 2], vsr_batches=[1, 2],
 )
+#: every benchmark at its smallest (CI: proves each figure is produced and finite, says nothing of speed)
+SMOKE = Sizes(
+    module_batch=1, module_rounds=1, module_warmup=1, module_steps=1, compile_generator=False, flops_batch=1,
+    flops_repeats=1, flops_conv_images=1, edges_batch=2, edges_repeats=1, data_samples=4, data_images=1,
+    tiled_lr_size=64, tiled_blocks=1, tile=32, overlap=8, esrgan_batches=[1, 2], vsr_batches=[1, 2],
+    module_networks=bench_module.SMOKE, basicsr_networks=bench_module.SMOKE, flops_blocks=1, tile_grid_crop=128,
+    tiny_memory_networks=True,
+)
 
 
 def device_name(device: str) -> str:
@@ -134,46 +164,61 @@ class Figures:
 
     def __init__(self, where: str) -> None:
         self.values: dict[str, float] = {}
+        self.details: dict[str, str] = {}
         self.where = where
 
     def add(self, name: str, value: float, details: str) -> None:
         self.values[name] = float(value)
+        self.details[name] = details
         print(f"{name} = {value:.4g}  ({details}; {self.where})", flush=True)
 
 
-def module_figures(fig: Figures, sizes: Sizes, threads: int, device: str) -> float:
-    """Step-time ratios; returns the plain module step's seconds per image (CPU s on a CPU)."""
-    m = bench_module.measure(
-        batch=sizes.module_batch, rounds=sizes.module_rounds, warmup=sizes.module_warmup, steps=sizes.module_steps,
-        threads=threads, options=True, compile_generator=sizes.compile_generator, device=device,
-    )
+def add_ratios(fig: Figures, m: bench_module.Measurement, device: str, spreads: dict[str, tuple[float, float]]) -> None:
     clock = "min CPU" if device == "cpu" else "median wall"
     for label, r in m.ratios().items():
-        a, b, target = bench_module.PAIRS[label]
+        a, b, _ = bench_module.PAIRS[label]
         value = r["min_cpu"] if device == "cpu" else r["wall"]
-        verdict = f"target <= {target:.2f}: {'met' if value <= target else 'MISSED'}; " if target else ""
+        spread = m.round_ratios(a, b)
+        spreads[RATIO_NAMES[label]] = spread
         fig.add(
             RATIO_NAMES[label], value,
-            f"{verdict}{a} / {b}: {clock} {m.steady(a):.3f} / {m.steady(b):.3f} s per batch of {m.batch}, "
-            f"{len(m.times[a])} batches each",
+            f"{a} / {b}: {clock} {m.steady(a):.3f} / {m.steady(b):.3f} s per batch of {m.batch}, "
+            f"{len(m.times[a])} batches each; per-round ratios {spread[0]:.3f}-{spread[1]:.3f}",
         )
         if device == "cpu":
             fig.add(f"{RATIO_NAMES[label]}_median_cpu", r["cpu"],
                     f"median CPU {m.median_cpu(a):.3f} / {m.median_cpu(b):.3f} s")
             fig.add(f"{RATIO_NAMES[label]}_wall", r["wall"], f"median wall {m.median_wall(a):.3f} / {m.median_wall(b):.3f} s")
+
+
+def module_figures(fig: Figures, sizes: Sizes, threads: int, device: str, spreads: dict[str, tuple[float, float]]) -> float:
+    """Step-time ratios; returns the plain module step's seconds per image (CPU s on a CPU)."""
+    common = dict(batch=sizes.module_batch, rounds=sizes.module_rounds, warmup=sizes.module_warmup, steps=sizes.module_steps,
+                  threads=threads, device=device)
+    m = bench_module.measure(**common, options=True, compile_generator=sizes.compile_generator, networks=sizes.module_networks)
+    add_ratios(fig, m, device, spreads)
+    net = sizes.basicsr_networks
+    basicsr = bench_module.measure(**common, networks=net, variants=(bench_module.L1, bench_module.BASICSR, bench_module.L1_LOOP_ADAM))
+    add_ratios(fig, basicsr, device, spreads)
+    fig.details["gan_step_vs_basicsr_order_ratio"] += (
+        f"; RRDBNet {net.g_features} feat {net.g_blocks} blocks x4, VGG-style D {net.d_features} feat {net.hr_size}, "
+        "L1 + relativistic GAN, fp32 eager"
+    )
     if bench_module.COMPILED in m.first_batches:
         first = m.first_batches[bench_module.COMPILED][0]
         fig.add("compile_generator_first_batch_s", first[0],
                 f"wall s of the compiled variant's first batch, compilation from an empty Inductor cache "
                 f"included (its later batches: {m.median_wall(bench_module.COMPILED):.2f} s wall)")
+    clock = "min CPU" if device == "cpu" else "median wall"
     per_image = m.steady(bench_module.PLAIN) / m.batch
     fig.add("stage2_step_s_per_image", per_image,
-            f"{clock} s of the plain SA-LV module step / batch {m.batch} (paper-size SA-ESRGAN, no perceptual loss)")
+            f"{clock} s of the plain SA-LV module step / batch {m.batch} (SA-ESRGAN, RRDBNet "
+            f"{sizes.module_networks.g_blocks} blocks, no perceptual loss)")
     return per_image
 
 
 def flops_figures(fig: Figures, sizes: Sizes, threads: int, device: str, step_per_image: float) -> None:
-    r = bench_flops.measure(sizes.flops_batch, sizes.flops_repeats, threads, device, sizes.flops_conv_images)
+    r = bench_flops.measure(sizes.flops_batch, sizes.flops_repeats, threads, device, sizes.flops_conv_images, sizes.flops_blocks)
     fig.add(
         "generator_flop_utilization", r["utilization"],
         f"RRDBNet fwd+bwd {r['generator_flops'] / 1e9:.1f} GFLOP in {r['generator_s']:.3f} s "
@@ -227,8 +272,8 @@ def data_figures(fig: Figures, sizes: Sizes, threads: int, device: str, step_per
             f"{r['interpolate_down_ms']:.1f} ms on 2040x1356; target <= 2")
 
 
-def tile_grid_figures(fig: Figures, threads: int) -> None:
-    for label, r in bench_tiling.measure(threads=threads).items():
+def tile_grid_figures(fig: Figures, sizes: Sizes, threads: int) -> None:
+    for label, r in bench_tiling.measure(repeats=1 if sizes.tile_grid_crop else 2, threads=threads, crop=sizes.tile_grid_crop).items():
         key = label.replace("x", "_")
         fig.add(f"tiled_default_vs_untiled_time_ratio_{key}", r["time_ratio"],
                 f"{label} photo, quickstart RRDBNet, tile 256 overlap 32 tile_batch 4: {r['grid']}; "
@@ -236,15 +281,16 @@ def tile_grid_figures(fig: Figures, threads: int) -> None:
         fig.add(f"tile_grid_pixel_ratio_{key}", r["pixel_ratio"], f"{label}: {r['grid']}")
 
 
-def video_figures(fig: Figures, quick: bool) -> None:
-    lengths = (4, 8) if quick else (10, 60, 250)
+def video_figures(fig: Figures, lengths: tuple[int, ...]) -> None:
     results = bench_video.measure(lengths)
     for r in results:
         fig.add(f"video_predict_peak_rss_mib_{r['frames']}_frames", r["peak_rss_mib"],
                 f"streaming predict of a {r['frames']}-frame 96x128 H.264 clip (x4, quickstart RRDBNet), fresh process")
         fig.add(f"video_predict_frames_per_s_{r['frames']}_frames", r["frames_per_s"], "PNG frames + H.264 written")
     fig.add("video_predict_peak_rss_longest_vs_shortest_ratio", results[-1]["peak_rss_mib"] / results[0]["peak_rss_mib"],
-            f"{results[-1]['frames']} vs {results[0]['frames']} frames (issue 15 target <= 1.10)")
+            f"{results[-1]['frames']} vs {results[0]['frames']} frames")
+    fig.add("video_predict_rss_60_vs_10", results[1]["peak_rss_mib"] / results[0]["peak_rss_mib"],
+            f"peak RSS {results[1]['frames']} vs {results[0]['frames']} frames")
 
 
 def tiled_figures(fig: Figures, sizes: Sizes, threads: int, device: str) -> None:
@@ -266,7 +312,7 @@ def memory_figures(fig: Figures, sizes: Sizes, threads: int, device: str) -> Non
         ("sa_esrgan", sizes.esrgan_batches, "RRDBNet 23 + VGGStyleD 128 + VGG19 conv5_4, HR 128"),
         ("sa_vsrresfeatgan", sizes.vsr_batches, "VSRResNet 5 frames + VSRResFeatGAN D + VGG19 relu5_4, HR 128"),
     ):
-        r = bench_memory.step_memory(network, batches, threads, device)
+        r = bench_memory.step_memory(network, batches, threads, device, sizes.tiny_memory_networks)
         measured = ", ".join(f"batch {b}: {m['peak_mib']:.0f} MiB ({m['wall_s']:.1f} s step)" for b, m in r["per_batch"].items())
         how = (f"extrapolated linearly from {measured}" if r["extrapolated"] else f"measured; {measured}")
         fig.add(f"{network}_stage2_peak_memory_mib", r["peak_mib"],
@@ -290,30 +336,47 @@ def image_memory_figures(fig: Figures, quick: bool) -> None:
 PIECES = ("module", "flops", "edges", "data", "tiled", "tile_grid", "video", "image_memory", "memory")
 
 
+def commit() -> str:
+    """The commit measured, with "+changes" when the working tree differs from it."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=HERE, capture_output=True, text=True, timeout=30).stdout.strip()
+
+    head = git("rev-parse", "--short", "HEAD") or "unknown"
+    return head + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="CI smoke test: tiny sizes, no compilation")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="small sizes, few rounds, no compilation (a few minutes)")
+    mode.add_argument("--smoke", action="store_true",
+                      help="CI: every benchmark at its smallest; checks that each figure is produced and finite, nothing about speed")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 keeps a shared CPU steady)")
-    parser.add_argument("--out", type=Path, help="JSON output (default bench/results.json, bench/results_quick.json with --quick)")
+    parser.add_argument("--out", type=Path, help="JSON output (default bench/results.json; with --smoke a temporary file)")
+    parser.add_argument("--doc", type=Path, help="the report regenerated from the results (default docs/performance.md; never with --smoke)")
     parser.add_argument("--only", nargs="+", choices=PIECES, default=list(PIECES), help="run only these pieces (figures that need the module step's time use it only when module runs)")
     args = parser.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is available")
-    out = args.out or HERE / ("results_quick.json" if args.quick else "results.json")
-    sizes = QUICK if args.quick else FULL_CUDA if args.device == "cuda" else FULL_CPU
+    kind = "smoke" if args.smoke else "quick" if args.quick else "full"
+    smoke_dir = tempfile.TemporaryDirectory(prefix="salightning-bench-smoke-") if args.smoke and args.out is None else None
+    out = args.out or (Path(smoke_dir.name) / "results.json" if smoke_dir else HERE / "results.json")
+    doc = None if args.smoke and args.doc is None else args.doc or REPO / "docs" / "performance.md"
+    sizes = SMOKE if args.smoke else QUICK if args.quick else FULL_CUDA if args.device == "cuda" else FULL_CPU
     torch.set_num_threads(args.threads)
 
     start, load_start = time.perf_counter(), os.getloadavg()
     where = f"{args.device}: {device_name(args.device)}"
-    print(f"salightning benchmarks{' (quick)' if args.quick else ''} on {where}; torch {torch.__version__}, "
+    print(f"salightning benchmarks ({kind}) on {where}; torch {torch.__version__}, "
           f"{args.threads} torch thread(s); load average {loadavg()}", flush=True)
     fig = Figures(args.device)
+    spreads: dict[str, tuple[float, float]] = {}
     only = set(args.only)
     if {"flops", "edges", "data"} & only and "module" not in only:
         parser.error("--only flops / edges / data compare with the module step: add module")
     if "module" in only:
-        step_per_image = module_figures(fig, sizes, args.threads, args.device)
+        step_per_image = module_figures(fig, sizes, args.threads, args.device, spreads)
     if "flops" in only:
         flops_figures(fig, sizes, args.threads, args.device, step_per_image)
     if "edges" in only:
@@ -323,24 +386,30 @@ def main() -> None:
     if "tiled" in only:
         tiled_figures(fig, sizes, args.threads, args.device)
     if "tile_grid" in only:
-        tile_grid_figures(fig, args.threads)
+        tile_grid_figures(fig, sizes, args.threads)
     if "video" in only:
-        video_figures(fig, args.quick)
+        video_figures(fig, (2, 4) if args.smoke else (10, 60) if args.quick else (10, 60, 250))
     if "image_memory" in only:
-        image_memory_figures(fig, args.quick)
+        image_memory_figures(fig, args.quick or args.smoke)
     if "memory" in only:
         memory_figures(fig, sizes, args.threads, args.device)
 
     seconds = time.perf_counter() - start
-    fig.values.update({
-        "run_seconds": round(seconds, 1),
-        "torch_threads": float(args.threads),
-        "quick": float(args.quick),
-        "load_average_1min_start": round(load_start[0], 2),
-        "load_average_1min_end": round(os.getloadavg()[0], 2),
-    })
-    out.write_text(json.dumps(fig.values, indent=1) + "\n")
+    meta = {
+        "commit": commit(), "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "kind": kind,
+        "device": where, "torch": torch.__version__, "torch_threads": args.threads, "run_seconds": round(seconds, 1),
+        "load_average_start": [round(v, 2) for v in load_start], "load_average_end": [round(v, 2) for v in os.getloadavg()],
+        "pieces": sorted(only),
+    }
+    results = {"meta": meta, "figures": fig.values, "details": fig.details, "round_spreads": spreads}
+    out.write_text(json.dumps(results, indent=1) + "\n")
     print(f"load average at end {loadavg()}; run time {seconds:.0f} s; {len(fig.values)} figures written to {out}")
+    bad = sorted(name for name, value in fig.values.items() if not math.isfinite(value))
+    if bad:
+        raise SystemExit(f"bench/run.py: figures that are not finite: {', '.join(bad)}")
+    if doc is not None:
+        doc.write_text(report.performance_page(results, TARGETS))
+        print(f"{doc} regenerated from {out}")
 
 
 if __name__ == "__main__":

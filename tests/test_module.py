@@ -317,7 +317,7 @@ def test_channels_last_gives_the_same_updates(tmp_path, patch_loaders):
 def test_compiled_generator_gives_the_same_updates(tmp_path, patch_loaders):
     train, _ = patch_loaders
     plain = _two_batches(tmp_path / "a", train)
-    fast = _two_batches(tmp_path / "b", train, compile_generator=True)
+    fast = _two_batches(tmp_path / "b", train, compile=True)
     for key in plain:
         torch.testing.assert_close(fast[key], plain[key], rtol=1e-3, atol=1e-4, msg=key)
 
@@ -536,3 +536,104 @@ def test_saving_refuses_a_generator_whose_config_cannot_be_captured(tmp_path, pa
     with pytest.raises(TypeError, match="cannot save a checkpoint .* 'width'"):
         make_trainer(tmp_path, limit_train_batches=1, limit_val_batches=0, enable_checkpointing=True, callbacks=[ckpt_cb]).fit(module, train)
     assert module.batches_seen == 1
+
+
+# ------------------------------------------------------------------ gradient accumulation (issue 22)
+class PlainDiscriminator(nn.Module):
+    """A discriminator without BatchNorm, so that a batch's logits do not depend on its neighbours."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 4, 3, stride=2, padding=1), nn.LeakyReLU(0.2), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 1))
+
+    def forward(self, x):
+        return self.body(x)
+
+
+def _fit_weights(tmp_path, batches, **kwargs):
+    from salightning.losses import AdversarialLoss
+
+    torch.manual_seed(1)
+    module = make_module(stage=2, discriminator=PlainDiscriminator(), adversarial_loss=AdversarialLoss("vanilla"), adversarial_weight=0.1, **kwargs)
+    make_trainer(tmp_path, precision="64-true", limit_val_batches=0).fit(module, torch.utils.data.DataLoader(batches, batch_size=None))
+    return module
+
+
+def test_accumulating_two_batches_equals_one_batch_twice_the_size(tmp_path, patch_loaders):
+    """accumulate=2 over batches of 2 gives the weights of batches of 4 (float64: to rounding)
+    for the SA pixel and vanilla GAN terms; batches_seen counts batches, global_step steps."""
+    train, _ = patch_loaders
+    big = [{k: b[k] for k in ("lr", "hr")} for b in train][:2]
+    small = [{k: v[i : i + 2] for k, v in b.items()} for b in big for i in (0, 2)]
+    one = _fit_weights(tmp_path / "a", big)
+    two = _fit_weights(tmp_path / "b", small, accumulate=2)
+    assert (one.batches_seen, two.batches_seen) == (2, 4)
+    assert one.trainer.global_step == two.trainer.global_step == 4  # G and D stepped twice in both
+    for ours, ref in ((two.generator, one.generator), (two.discriminator, one.discriminator)):
+        for a, b in zip(ours.parameters(), ref.parameters()):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+    # and not by accident: one batch of 2 alone steps elsewhere
+    alone = _fit_weights(tmp_path / "c", small[:1] + small[2:3])
+    assert max(float((a - b).abs().max()) for a, b in zip(alone.generator.parameters(), one.generator.parameters())) > 1e-6
+
+
+def test_accumulate_is_checked():
+    with pytest.raises(ValueError, match="accumulate"):
+        make_module(stage=2, accumulate=0)
+
+
+def _resumed_weights(tmp_path, train, **options):
+    """Weights after 2 epochs of 3 batches, uninterrupted and stopped after epoch 0 (mid-accumulation
+    with accumulate=2) then resumed from the checkpoint; (uninterrupted, resumed) state dicts."""
+    precision = options.pop("precision", "32-true")
+    batches = [{k: b[k] for k in ("lr", "hr")} for b in train][:3]
+    loader = torch.utils.data.DataLoader(batches, batch_size=None)
+    full = make_module(stage=2, accumulate=2, ema_decay=0.5, **options)
+    make_trainer(tmp_path / "full", precision=precision, max_epochs=2, limit_val_batches=0).fit(full, loader)
+    first = make_module(stage=2, accumulate=2, ema_decay=0.5, **options)
+    trainer = make_trainer(tmp_path / "first", precision=precision, max_epochs=1, limit_val_batches=0)
+    trainer.fit(first, loader)
+    trainer.save_checkpoint(tmp_path / "epoch0.ckpt")
+    resumed = make_module(stage=2, accumulate=2, ema_decay=0.5, **options)
+    make_trainer(tmp_path / "resumed", precision=precision, max_epochs=2, limit_val_batches=0).fit(resumed, loader, ckpt_path=tmp_path / "epoch0.ckpt")
+    assert full.batches_seen == resumed.batches_seen == 6
+    return full.state_dict(), resumed.state_dict()
+
+
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
+def test_resume_mid_accumulation_is_bit_identical(tmp_path, patch_loaders, precision):
+    full, resumed = _resumed_weights(tmp_path, patch_loaders[0], precision=precision)
+    assert full.keys() == resumed.keys()
+    for key in full:
+        assert torch.equal(full[key], resumed[key]), key
+
+
+@pytest.mark.slow
+def test_resume_with_every_speed_option_is_bit_identical(tmp_path, patch_loaders):
+    full, resumed = _resumed_weights(tmp_path, patch_loaders[0], precision="bf16-mixed", compile=True, channels_last=True)
+    for key in full:
+        assert torch.equal(full[key], resumed[key]), key
+
+
+def test_fp16_loss_scaling_is_refused_with_the_option_named(tmp_path, patch_loaders):
+    """CPU turns 16-mixed into bf16: the GradScaler is forced, as 16-mixed on a GPU would have it."""
+    from pytorch_lightning.plugins.precision import MixedPrecision
+
+    scaled = MixedPrecision("16-mixed", "cpu", scaler=torch.amp.GradScaler("cpu"))
+    with pytest.raises(ValueError, match="16-mixed.*bf16-mixed"):
+        make_trainer(tmp_path, plugins=[scaled], limit_train_batches=1, limit_val_batches=0).fit(make_module(stage=2), patch_loaders[0])
+
+
+def test_bf16_mixed_gan_losses_are_float32(tmp_path, patch_loaders):
+    seen = {}
+    module = make_module(stage=2)
+    original = module.objective.adversarial_loss.generator_loss
+
+    def recording(fake, real=None):
+        loss = original(fake, real)
+        seen["logits"], seen["loss"] = fake.dtype, loss.dtype
+        return loss
+
+    module.objective.adversarial_loss.generator_loss = recording
+    make_trainer(tmp_path, precision="bf16-mixed", limit_train_batches=1, limit_val_batches=0).fit(module, patch_loaders[0])
+    assert seen == {"logits": torch.bfloat16, "loss": torch.float32}

@@ -36,6 +36,7 @@ from pytorch_lightning.cli import OptimizerCallable
 import torch
 from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.optim import Adam, Optimizer
 from torch.optim.lr_scheduler import MultiStepLR
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
@@ -71,8 +72,9 @@ def resolve_package_path(path: str, option: str) -> Path:
 
 
 def default_adam(params: Iterable) -> Optimizer:
-    """ESRGAN's stage-2 recipe (BasicSR): Adam, lr 1e-4, betas (0.9, 0.99)."""
-    return Adam(params, lr=1e-4, betas=(0.9, 0.99))
+    """ESRGAN's stage-2 recipe (BasicSR): Adam, lr 1e-4, betas (0.9, 0.99); fused (one kernel for
+    all parameters: a quarter of the for-loop's time on a CPU, measured in bench/)."""
+    return Adam(params, lr=1e-4, betas=(0.9, 0.99), fused=True)
 
 
 def _check_arguments(args: dict[str, Any]) -> None:
@@ -80,6 +82,7 @@ def _check_arguments(args: dict[str, Any]) -> None:
     check_fraction(args["lr_gamma"], "model.lr_gamma")
     if args["grad_clip_norm"] is not None:
         check_positive(args["grad_clip_norm"], "model.grad_clip_norm")
+    check_at_least(args["accumulate"], "model.accumulate", 1)
     for name in ("sa_calibration_batches", "sa_hold_batches", "max_batches"):
         if args[name] is not None:
             check_at_least(args[name], f"model.{name}", 1)
@@ -125,7 +128,13 @@ class SRGANModule(pl.LightningModule):
         max_batches: stop after this many training batches (``max_steps`` counts optimizer steps).
         metric_y_channel: validation PSNR/SSIM on the BT.601 Y channel (as papers do), not RGB.
         channels_last: keep networks and image batches in channels-last memory format.
-        compile_generator: compile the generator in place with ``torch.compile``.
+        compile: compile the generator, the discriminator and the perceptual network in place with
+            ``torch.compile`` (before DDP wraps them; checkpoints keep the plain parameter names).
+        accumulate: gradient accumulation: the networks step once every ``accumulate`` batches,
+            with the mean of their gradients, as one batch ``accumulate`` times larger would give
+            for the pixel, perceptual and per-sample GAN terms (the relativistic GAN's batch means
+            and D's BatchNorm statistics are taken per batch). ``lr_milestones``, ``max_batches``
+            and the beta2 balance still count batches.
     """
 
     def __init__(
@@ -153,7 +162,8 @@ class SRGANModule(pl.LightningModule):
         max_batches: int | None = None,
         metric_y_channel: bool = True,
         channels_last: bool = False,
-        compile_generator: bool = False,
+        compile: bool = False,
+        accumulate: int = 1,
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
@@ -176,7 +186,8 @@ class SRGANModule(pl.LightningModule):
         self.max_batches = max_batches
         self.metric_y_channel = metric_y_channel
         self.channels_last = channels_last
-        self.compile_generator = compile_generator
+        self.compile_networks = compile
+        self.accumulate = accumulate
         if pretrained_generator is not None:
             load_pretrained(self.generator, resolve_package_path(pretrained_generator, "pretrained_generator"))
         self.generator_ema: AveragedModel | None = None
@@ -184,6 +195,7 @@ class SRGANModule(pl.LightningModule):
             self.generator_ema = AveragedModel(self.generator, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
             self.generator_ema.requires_grad_(False)
         self.batches_seen = 0  # saved by on_save_checkpoint: Lightning counts optimizer steps
+        self.pending_gradients: dict[str, Tensor] = {}  # a mid-accumulation checkpoint's, set at train start
         # Validation / test means (torchmetrics states: not saved in checkpoints).
         self.eval_metrics = nn.ModuleDict({stage: EvaluationMeans(self.scale, metric_y_channel) for stage in ("val", "test")})
         # Plain values only; the networks are in the state dict and the generator's config in
@@ -216,8 +228,10 @@ class SRGANModule(pl.LightningModule):
     def setup(self, stage: str) -> None:
         if self.channels_last:
             self.to(memory_format=torch.channels_last)
-        if self.compile_generator and stage == "fit":
-            self.generator.compile()
+        if self.compile_networks and stage == "fit":
+            for network in (self.generator, self.discriminator, self.objective.perceptual_loss):
+                if network is not None:
+                    network.compile()
 
     def _memory_format(self, x: Tensor) -> Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.ndim == 4 else x
@@ -263,7 +277,7 @@ class SRGANModule(pl.LightningModule):
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         """One batch: G and D losses from one generator forward and two discriminator forwards
         (on HR and on SR), both networks' gradients from that one graph, then one finiteness
-        decision and both optimizer steps.
+        decision and both optimizer steps (every ``accumulate`` batches).
 
         The mathematics are ESRGAN's (BasicSR's ``optimize_parameters``): G's gradient is taken with
         D's weights of this batch and D's gradient on the SR computed before G's update. BasicSR
@@ -274,6 +288,7 @@ class SRGANModule(pl.LightningModule):
         """
         lr, hr = self._memory_format(batch["lr"]), self._memory_format(batch["hr"])
         opt_g, opt_d = self.optimizers() if self.is_gan else (self.optimizers(), None)
+        steps = (self.batches_seen + 1) % self.accumulate == 0
         # A non-finite batch is skipped after the fact (one host sync): restore what its forward
         # passes changed in place, the BatchNorm running statistics.
         buffers = self._network_buffers()
@@ -282,6 +297,7 @@ class SRGANModule(pl.LightningModule):
         sr = self.generator(lr)
         checks = {f"input values (images {batch.get('name', '?')})": torch.stack([lr.sum(), hr.sum()]), "generator output": sr.sum()}
         d: dict[str, Tensor] = {}
+        scale = 1.0 / self.accumulate
         if self.is_gan:
             real_logits = self.discriminator(discriminator_input(self.discriminator, hr))
             fake_logits = self.discriminator(discriminator_input(self.discriminator, sr))
@@ -291,32 +307,41 @@ class SRGANModule(pl.LightningModule):
             d_fake = adversarial.discriminator_fake_loss(fake_logits, real_logits.detach())
             d = {"d_real": d_real.detach(), "d_fake": d_fake.detach(), "d_real_logit": real_logits.detach().mean(),
                  "d_fake_logit": fake_logits.detach().mean()}
-            distributed = self.trainer.world_size > 1
+            # DDP's reducer expects one backward per forward: the two backward passes of this graph
+            # run outside it, and the gradients are all-reduced here, once per optimizer step.
+            distributed = isinstance(self.trainer.model, DistributedDataParallel)
             with self.trainer.model.no_sync() if distributed else contextlib.nullcontext():
-                self.manual_backward(total, inputs=trainable(self.generator), retain_graph=True)
-                self.manual_backward(d_real + d_fake, inputs=trainable(self.discriminator))
+                self.manual_backward(total * scale, inputs=trainable(self.generator), retain_graph=True)
+                self.manual_backward((d_real + d_fake) * scale, inputs=trainable(self.discriminator))
             if distributed:
-                self._synchronise_gradients(self.generator)
-                self._synchronise_gradients(self.discriminator)
                 self.trainer.model.require_forward_param_sync = True  # no_sync cleared it: DDP broadcasts buffers again
-            checks.update({"generator loss or gradient": torch.stack([total.detach(), self._clip(self.generator)]),
-                           "discriminator loss or gradient": torch.stack([d_real.detach(), d_fake.detach(), self._clip(self.discriminator)])})
+            checks["discriminator loss"] = torch.stack([d_real.detach(), d_fake.detach()])
         else:
             total, g = self.objective(sr, hr, edge_map)
-            self.manual_backward(total)
-            checks["generator loss or gradient"] = torch.stack([total.detach(), self._clip(self.generator)])
+            self.manual_backward(total * scale)
+        checks["generator loss"] = total.detach()
+        networks = (self.generator, self.discriminator) if self.is_gan else (self.generator,)
+        if steps:
+            if self.is_gan and distributed:
+                for network in networks:
+                    self._synchronise_gradients(network)
+            for network in networks:
+                checks[f"{'discriminator' if network is self.discriminator else 'generator'} gradient"] = self._clip(network)
         failed = self._all_finite(checks)
-        for opt in (opt_g, opt_d) if self.is_gan else (opt_g,):
-            if failed is None:
-                opt.step()
-            opt.zero_grad(set_to_none=True)
         if failed is not None:
+            # the accumulated gradients hold this batch's too: the whole group is dropped
+            for opt in (opt_g, opt_d) if self.is_gan else (opt_g,):
+                opt.zero_grad(set_to_none=True)
             for buffer, value in zip(buffers, saved):
                 buffer.copy_(value)
             return self._skip(failed)
+        if steps:
+            for opt in (opt_g, opt_d) if self.is_gan else (opt_g,):
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+            if self.generator_ema is not None:
+                self.generator_ema.update_parameters(self.generator)
         self.nonfinite_guard.passed()
-        if self.generator_ema is not None:
-            self.generator_ema.update_parameters(self.generator)
         if self.sa_balance.active:
             self._balance_sa(total.detach() - g["pixel_sa"], g["pixel_sa_unit"])
         self._log_train(total, g, d, batch_size=hr.shape[0])
@@ -403,6 +428,11 @@ class SRGANModule(pl.LightningModule):
         checkpoint.setdefault("salightning", {}).update(
             batches_seen=self.batches_seen, nonfinite_guard=self.nonfinite_guard.state_dict(), sa_balance=self.sa_balance.state_dict()
         )
+        if self.batches_seen % self.accumulate:
+            # saved mid-accumulation: the partial gradient sum is part of the training state
+            checkpoint["salightning"]["accumulated_gradients"] = {
+                name: p.grad.detach().clone() for name, p in self.named_parameters() if p.grad is not None
+            }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state_dict = checkpoint.get("state_dict", {})
@@ -412,11 +442,12 @@ class SRGANModule(pl.LightningModule):
         if state is None:
             return
         self.batches_seen = int(state["batches_seen"])
+        self.pending_gradients = state.get("accumulated_gradients", {})
         self.nonfinite_guard.load_state_dict(state.get("nonfinite_guard", {"total": state.get("nonfinite_total", 0)}))
         self.sa_balance.load_state_dict(state.get("sa_balance", state))
 
     def on_fit_start(self) -> None:
-        if str(self.trainer.precision) in ("16-mixed", "16"):
+        if getattr(self.trainer.precision_plugin, "scaler", None) is not None:
             raise ValueError(
                 "trainer.precision 16-mixed is not supported by the GAN step (one shared loss scale for two "
                 "optimizers and two backward passes through one graph); use --trainer.precision bf16-mixed "
@@ -427,6 +458,10 @@ class SRGANModule(pl.LightningModule):
             rank_zero_warn(message)
 
     def on_train_start(self) -> None:
+        parameters = dict(self.named_parameters())
+        for name, grad in self.pending_gradients.items():
+            parameters[name].grad = grad.to(parameters[name].device)
+        self.pending_gradients = {}
         if self.max_batches is not None and self.batches_seen >= self.max_batches:
             log.warning("max_batches=%d already reached (batch %d): nothing to train", self.max_batches, self.batches_seen)
             self.trainer.should_stop = True
