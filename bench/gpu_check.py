@@ -78,19 +78,31 @@ def stage2_step(fig: Figures, device: str, tmp: Path) -> None:
     size = "RRDBNet 23 blocks / 64 feat" if paper else "RRDBNet 1 block / 8 feat (CI size)"
     batches = bench_module.photo_batches(batch, 2 + steps)
     results = {}
-    for name, precision, channels_last in (("fp32", "32-true", False), ("bf16_mixed", "bf16-mixed", False), ("bf16_mixed_channels_last", "bf16-mixed", True)):
+    variants = [("fp32", "32-true", {}), ("bf16_mixed", "bf16-mixed", {}), ("bf16_mixed_channels_last", "bf16-mixed", {"channels_last": True})]
+    if paper:  # TF32 and compilation only where they mean something (compiling on a CPU takes minutes)
+        variants += [("tf32", "32-true", {}), ("compiled_bf16_mixed", "bf16-mixed", {"compile": True})]
+    for name, precision, options in variants:
         torch.manual_seed(0)
         generator = RRDBNet(num_features=64, num_blocks=23, growth_channels=32, scale=4) if paper else RRDBNet(num_features=8, num_blocks=1, growth_channels=8, scale=4)
         module = SRGANModule(
             generator=generator, discriminator=VGGStyleDiscriminator(input_size=128, num_features=64 if paper else 8),
             pixel_loss=SAPixelLoss(beta1=0.01, beta2=20.0, edge_extractor=LocalVariance()),
-            adversarial_loss=AdversarialLoss("relativistic"), adversarial_weight=0.005, channels_last=channels_last,
+            adversarial_loss=AdversarialLoss("relativistic"), adversarial_weight=0.005, **options,
         )
-        periods, _ = bench_module.run_module(module, batches, precision, device)
+        tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = name == "tf32"
+        try:
+            periods, _ = bench_module.run_module(module, batches, precision, device)
+        finally:
+            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
         results[name] = statistics.median(w for w, _ in periods[2:])
         fig.add(f"stage2_{name}_s_per_batch", results[name], f"median wall s of {steps} SA-ESRGAN stage-2 batches of {batch} (HR 128), {size}, after 2 warm-up")
-    for name in ("bf16_mixed", "bf16_mixed_channels_last"):
-        fig.add(f"stage2_{name}_vs_fp32_ratio", results[name] / results["fp32"], f"{name} / fp32 step time")
+    for name in results:
+        if name != "fp32":
+            fig.add(f"stage2_{name}_vs_fp32_ratio", results[name] / results["fp32"], f"{name} / fp32 step time")
+    if "compiled_bf16_mixed" in results:
+        fig.add("stage2_compile_vs_eager_bf16_mixed_ratio", results["compiled_bf16_mixed"] / results["bf16_mixed"],
+                "compiled G, D and perceptual network / eager, both bf16-mixed (compilation in the warm-up batches)")
 
 
 def predict_figures(fig: Figures, device: str, tmp: Path) -> None:

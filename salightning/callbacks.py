@@ -196,6 +196,29 @@ class LastCheckpoint(pl.Callback):
             raise Preempted(128 + signum)
 
 
+class TensorFloat32(pl.Callback):
+    """TF32 matrix multiplications and convolutions on CUDA (Ampere and newer) for the run, put
+    back as they were at its end: about 2-8x faster fp32 steps for a 10-bit mantissa in the
+    products (sums stay fp32). No effect on a CPU. Add it to ``trainer.callbacks``.
+
+    Args:
+        enabled: TF32 on (True) or off (False) for the run.
+    """
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.saved: tuple[bool, bool] | None = None
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self.saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = self.enabled
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if self.saved is not None:
+            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = self.saved
+            self.saved = None
+
+
 class RunSummary(pl.Callback):
     """Print where a finished run left its checkpoints, sample images and metrics."""
 

@@ -637,3 +637,18 @@ def test_bf16_mixed_gan_losses_are_float32(tmp_path, patch_loaders):
     module.objective.adversarial_loss.generator_loss = recording
     make_trainer(tmp_path, precision="bf16-mixed", limit_train_batches=1, limit_val_batches=0).fit(module, patch_loaders[0])
     assert seen == {"logits": torch.bfloat16, "loss": torch.float32}
+
+
+def test_tensorfloat32_callback_holds_for_the_run_and_is_put_back(tmp_path, patch_loaders):
+    from salightning.callbacks import TensorFloat32
+
+    seen = []
+
+    class Probe(pl.Callback):
+        def on_train_batch_start(self, *args):
+            seen.append((torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32))
+
+    before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    make_trainer(tmp_path, limit_train_batches=1, limit_val_batches=0, callbacks=[TensorFloat32(not before[0]), Probe()]).fit(make_module(stage=1), patch_loaders[0])
+    assert seen == [(not before[0], not before[0])]
+    assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == before
