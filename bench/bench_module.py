@@ -69,6 +69,7 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import pytorch_lightning as pl
@@ -242,13 +243,22 @@ def run_module(
     return timer.periods(), timer.inside()
 
 
-def _to(device: torch.device | str, *nets: nn.Module | None) -> None:
-    for net in nets:
-        if net is not None:
-            net.to(device).train()
+def _timed(batches: list[dict[str, Any]], device: torch.device | str, step: Callable[[torch.Tensor, torch.Tensor], None]) -> Times:
+    """(wall, CPU) time of ``step(lr, hr)`` per batch, fetch and host-to-device copy included."""
+    marks = [clock(device)]
+    for batch in DataLoader(batches, batch_size=None):
+        step(batch["lr"].to(device), batch["hr"].to(device))
+        marks.append(clock(device))
+    return spans(marks)
 
 
-def run_bare(
+def _content_loss(pixel_loss: SAPixelLoss, perceptual_loss: nn.Module | None, sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
+    loss = pixel_loss(sr, hr, edge_map=pixel_loss.edge_map(hr))
+    return loss if perceptual_loss is None else loss + perceptual_loss(sr, hr)
+
+
+def run_loop(
+    order: str,
     generator: nn.Module,
     discriminator: nn.Module,
     pixel_loss: SAPixelLoss,
@@ -257,59 +267,39 @@ def run_bare(
     batches: list[dict[str, Any]],
     device: torch.device | str = "cpu",
 ) -> Times:
-    """The module's stage-2 update in a plain loop (two D forwards, one graph, each backward into its
-    own network, fused Adam); the (wall, CPU) time of each batch (fetch and host-to-device copy included)."""
-    _to(device, generator, discriminator, pixel_loss, adversarial_loss, perceptual_loss)
-    opt_g, opt_d = fused_adam(generator.parameters()), fused_adam(discriminator.parameters())
-    marks = [clock(device)]
-    for batch in DataLoader(batches, batch_size=None):
-        lr, hr = batch["lr"].to(device), batch["hr"].to(device)
-        edge_map = pixel_loss.edge_map(hr)
+    """A stage-2 update in a plain loop; the (wall, CPU) time of each batch.
+
+    ``order`` "bare": the module's update (two D forwards, one graph, each backward into its own
+    network, fused Adam). "basicsr": the order of BasicSR 1.4.2's ``ESRGANModel.optimize_parameters``,
+    G step with D frozen (D on HR without grad, D on SR), then the D step (D on SR detached, D on
+    HR, real half backward, D on SR again, fake half backward): five D forwards, for-loop Adam.
+    """
+    for net in (generator, discriminator, pixel_loss, adversarial_loss, perceptual_loss):
+        if net is not None:
+            net.to(device).train()
+    make = fused_adam if order == "bare" else adam
+    opt_g, opt_d = make(generator.parameters()), make(discriminator.parameters())
+
+    def bare(lr: torch.Tensor, hr: torch.Tensor) -> None:
         sr = generator(lr)
         real_logits, fake_logits = discriminator(hr), discriminator(sr)
-        loss_g = pixel_loss(sr, hr, edge_map=edge_map)
-        if perceptual_loss is not None:
-            loss_g = loss_g + perceptual_loss(sr, hr)
+        loss_g = _content_loss(pixel_loss, perceptual_loss, sr, hr)
         loss_g = loss_g + ADV_WEIGHT * adversarial_loss.generator_loss(fake_logits, real_logits.detach())
-        loss_d = adversarial_loss.discriminator_real_loss(real_logits, fake_logits.detach()) + adversarial_loss.discriminator_fake_loss(
-            fake_logits, real_logits.detach()
-        )
+        loss_d = adversarial_loss.discriminator_real_loss(real_logits, fake_logits.detach())
+        loss_d = loss_d + adversarial_loss.discriminator_fake_loss(fake_logits, real_logits.detach())
         loss_g.backward(inputs=list(generator.parameters()), retain_graph=True)
         loss_d.backward(inputs=list(discriminator.parameters()))
         bool(torch.isfinite(torch.stack([loss_g.detach(), loss_d.detach()])).all())  # the module's one host sync
         for opt in (opt_g, opt_d):
             opt.step()
             opt.zero_grad(set_to_none=True)
-        marks.append(clock(device))
-    return spans(marks)
 
-
-def run_basicsr_order(
-    generator: nn.Module,
-    discriminator: nn.Module,
-    pixel_loss: SAPixelLoss,
-    adversarial_loss: AdversarialLoss,
-    perceptual_loss: nn.Module | None,
-    batches: list[dict[str, Any]],
-    device: torch.device | str = "cpu",
-) -> Times:
-    """The same update in the order of BasicSR 1.4.2's ``ESRGANModel.optimize_parameters``: G step
-    with D frozen (D on HR without grad, D on SR), then the D step (D on SR detached, D on HR, real
-    half backward, D on SR again, fake half backward): five D forwards per batch."""
-    _to(device, generator, discriminator, pixel_loss, adversarial_loss, perceptual_loss)
-    opt_g, opt_d = adam(generator.parameters()), adam(discriminator.parameters())
-    marks = [clock(device)]
-    for batch in DataLoader(batches, batch_size=None):
-        lr, hr = batch["lr"].to(device), batch["hr"].to(device)
-        edge_map = pixel_loss.edge_map(hr)
+    def basicsr(lr: torch.Tensor, hr: torch.Tensor) -> None:
         discriminator.requires_grad_(False)
         sr = generator(lr)
-        loss_g = pixel_loss(sr, hr, edge_map=edge_map)
-        if perceptual_loss is not None:
-            loss_g = loss_g + perceptual_loss(sr, hr)
         real_logits = discriminator(hr).detach()
-        loss_g = loss_g + ADV_WEIGHT * adversarial_loss.generator_loss(discriminator(sr), real_logits)
-        loss_g.backward()
+        loss_g = _content_loss(pixel_loss, perceptual_loss, sr, hr)
+        (loss_g + ADV_WEIGHT * adversarial_loss.generator_loss(discriminator(sr), real_logits)).backward()
         opt_g.step()
         opt_g.zero_grad(set_to_none=True)
         discriminator.requires_grad_(True)
@@ -320,8 +310,8 @@ def run_basicsr_order(
         adversarial_loss.discriminator_fake_loss(fake_logits, real_logits.detach()).backward()
         opt_d.step()
         opt_d.zero_grad(set_to_none=True)
-        marks.append(clock(device))
-    return spans(marks)
+
+    return _timed(batches, device, bare if order == "bare" else basicsr)
 
 
 @dataclass
@@ -438,8 +428,8 @@ def measure(
     # variant name -> (a module, or the plain loop that runs it, and the Trainer precision); built
     # lazily so that a variant left out costs nothing
     makers: dict[str, Callable[[], tuple[SRGANModule | Callable[..., Times], str]]] = {
-        BARE: lambda: (run_bare, "32-true"),
-        BASICSR: lambda: (run_basicsr_order, "32-true"),
+        BARE: lambda: (partial(run_loop, "bare"), "32-true"),
+        BASICSR: lambda: (partial(run_loop, "basicsr"), "32-true"),
         PLAIN: lambda: (module("SA-LV"), "32-true"),
         L1: lambda: (module("L1"), "32-true"),
         L1_LOOP_ADAM: lambda: (module("L1", optimizer_g=adam, optimizer_d=adam), "32-true"),
