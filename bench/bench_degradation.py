@@ -15,11 +15,14 @@ On the same batch of real-photo 256x256 crops, with Real-ESRGAN's x4plus options
   random crops, mean and standard deviation, ours and BasicSR's (``lr_psnr_mean_diff_db``,
   target |.| <= 0.5; ``lr_psnr_std_ratio``, similar spread).
 
-Times are process CPU seconds (one torch thread: the work done, steady on a shared CPU), median
-over ``--repeats`` batches after one warm-up. Needs ``pip install --no-deps basicsr==1.4.2``.
+Times are process CPU seconds (one torch thread: the work done, steady on a shared CPU). Each
+pipeline's cost depends on its draws (a batch resized up costs more than one resized down), so
+each is timed on ``--seeds`` seeded draws, each run ``--repeats`` times with the same seed (the
+same work) keeping the minimum, and the minima are averaged; one warm-up run first. Needs
+``pip install --no-deps basicsr==1.4.2``.
 
-    python bench/bench_degradation.py [--batch 8] [--size 256] [--repeats 3] [--crops 300]
-                                      [--gen-batch 1] [--threads 1] [--smoke]
+    python bench/bench_degradation.py [--batch 8] [--size 256] [--seeds 4] [--repeats 3]
+                                      [--crops 300] [--gen-batch 1] [--threads 1] [--smoke]
 
 ``measure(...)`` returns the figures as a dict (for bench/run.py).
 """
@@ -51,14 +54,26 @@ from salightning.ops import imresize  # noqa: E402
 
 
 def cpu_time(fn: Callable[[], object], repeats: int) -> float:
-    """Median process CPU seconds of ``fn`` over ``repeats`` runs after one warm-up."""
+    """Minimum process CPU seconds of ``fn`` over ``repeats`` runs after one warm-up."""
     fn()
     times = []
     for _ in range(repeats):
         start = time.process_time()
         fn()
         times.append(time.process_time() - start)
-    return statistics.median(times)
+    return min(times)
+
+
+def seeded_cpu_time(fn: Callable[[int], object], seeds: int, repeats: int) -> float:
+    """Mean over ``seeds`` of the minimum CPU seconds of ``fn(seed)`` over ``repeats`` runs."""
+    return statistics.fmean(cpu_time(lambda: fn(seed), repeats) for seed in range(seeds))
+
+
+def _seed_globals(seed: int) -> None:
+    """BasicSR draws from Python's, numpy's and torch's global generators."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
 
 
 def random_photo_crops(n: int, size: int, seed: int = 0) -> torch.Tensor:
@@ -114,18 +129,15 @@ def _lr_psnr(lr: torch.Tensor, hr: torch.Tensor) -> list[float]:
     return (-10 * torch.log10(mse)).tolist()
 
 
-def measure(batch: int = 8, size: int = 256, repeats: int = 3, crops: int = 300, gen_batch: int = 1, threads: int = 1, smoke: bool = False) -> dict[str, float]:
+def measure(batch: int = 8, size: int = 256, seeds: int = 4, repeats: int = 3, crops: int = 300, gen_batch: int = 1, threads: int = 1, smoke: bool = False) -> dict[str, float]:
     """All figures of this benchmark (see the module docstring), measured in this process."""
     torch.set_num_threads(threads)
     hr = photo_crops(batch, size)
     ours = RealESRGANDegradation(scale=4, seed=0)
     reference = BasicSRDegradation()
-    random.seed(0)
-    np.random.seed(0)
-    torch.manual_seed(0)
     out: dict[str, float] = {"batch": batch, "size": size}
-    out["ours_ms_per_crop"] = cpu_time(lambda: ours(hr), repeats) / batch * 1e3
-    out["basicsr_ms_per_crop"] = cpu_time(lambda: reference(hr), repeats) / batch * 1e3
+    out["ours_ms_per_crop"] = seeded_cpu_time(lambda seed: ours(hr, generator=torch.Generator().manual_seed(seed)), seeds, repeats) / batch * 1e3
+    out["basicsr_ms_per_crop"] = seeded_cpu_time(lambda seed: (_seed_globals(seed), reference(hr)), seeds, repeats) / batch * 1e3
     out["degradation_vs_basicsr_time_ratio"] = out["ours_ms_per_crop"] / out["basicsr_ms_per_crop"]
     out["ours_usm_ms_per_crop"] = cpu_time(lambda: usm_sharpen(hr), repeats) / batch * 1e3
     out["basicsr_usm_ms_per_crop"] = cpu_time(lambda: reference.usm(hr), repeats) / batch * 1e3
@@ -138,12 +150,14 @@ def measure(batch: int = 8, size: int = 256, repeats: int = 3, crops: int = 300,
     out["esrgan_step_ms_per_crop"] = step / batch * 1e3
     out["degradation_vs_esrgan_step_ratio"] = out["ours_ms_per_crop"] / out["esrgan_step_ms_per_crop"]
 
+    # one crop per call: the per-batch draws (resize factors; for BasicSR also the noise type,
+    # the interpolations and the final order) would otherwise make the crops of a batch alike
+    _seed_globals(1)
     ours_psnr, ref_psnr = [], []
     stats = RealESRGANDegradation(scale=4, seed=1)
-    for start in range(0, crops, batch):
-        chunk = random_photo_crops(min(batch, crops - start), size, seed=start)
-        ours_psnr += _lr_psnr(stats(chunk).lr, chunk)
-        ref_psnr += _lr_psnr(reference(chunk)[0], chunk)
+    for crop in random_photo_crops(crops, size, seed=1).split(1):
+        ours_psnr += _lr_psnr(stats(crop).lr, crop)
+        ref_psnr += _lr_psnr(reference(crop)[0], crop)
     out["crops"] = len(ours_psnr)
     out["lr_psnr_mean_ours_db"] = statistics.fmean(ours_psnr)
     out["lr_psnr_mean_basicsr_db"] = statistics.fmean(ref_psnr)
@@ -158,15 +172,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--size", type=int, default=256, help="HR crop side (multiple of 4, >= 74)")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--seeds", type=int, default=4, help="seeded draws timed per pipeline")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per seed (the minimum is kept)")
     parser.add_argument("--crops", type=int, default=300, help="crops for the LR statistics")
     parser.add_argument("--gen-batch", type=int, default=1, help="crops in the timed ESRGAN step (scaled to --batch)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--smoke", action="store_true", help="tiny sizes and networks: checks that it runs")
     args = parser.parse_args()
     if args.smoke:
-        args.batch, args.size, args.repeats, args.crops = 2, 128, 1, 4
-    r = measure(args.batch, args.size, args.repeats, args.crops, args.gen_batch, args.threads, args.smoke)
+        args.batch, args.size, args.seeds, args.repeats, args.crops = 2, 128, 1, 1, 4
+    r = measure(args.batch, args.size, args.seeds, args.repeats, args.crops, args.gen_batch, args.threads, args.smoke)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), batch {args.batch} x 3 x {args.size}^2 real-photo crops, CPU ms per crop")
     print(f"RealESRGANDegradation : {r['ours_ms_per_crop']:8.2f}  (USM {r['ours_usm_ms_per_crop']:.2f}, rest {r['ours_rest_ms_per_crop']:.2f})")
     print(f"BasicSR pipeline      : {r['basicsr_ms_per_crop']:8.2f}  (USM {r['basicsr_usm_ms_per_crop']:.2f}, rest {r['basicsr_rest_ms_per_crop']:.2f})")

@@ -40,14 +40,14 @@ _YCC_TO_RGB = ((1.0, 0.0, 1.402), (1.0, -0.344136286, -0.714136286), (1.0, 1.772
 
 
 def _check_quality(quality: Tensor | float, batch: int, device: torch.device) -> Tensor:
-    q = torch.as_tensor(quality, dtype=torch.float64, device=device)
+    q = torch.as_tensor(quality, dtype=torch.float64)  # checked where it is (a CPU tensor: no device sync)
     if q.ndim == 0:
         q = q.expand(batch)
     if q.shape != (batch,):
         raise ValueError(f"quality must be a number or a ({batch},) tensor, got shape {tuple(q.shape)}")
     if q.numel() and not bool(((q >= 1) & (q <= 100)).all()):
         raise ValueError(f"quality must be in [1, 100], got values in [{float(q.min()):g}, {float(q.max()):g}]")
-    return q
+    return q.to(device)
 
 
 def quality_tables(quality: Tensor) -> tuple[Tensor, Tensor]:

@@ -20,7 +20,8 @@ Randomness: every draw comes from one CPU ``torch.Generator`` (the module's, see
 or one passed to ``forward``); the noise fields are drawn on the input's device by a generator
 seeded from it at each call, so the output is a function of that generator's state, and the
 module's generator state is saved in its ``state_dict`` (extra state) for bit-identical resume.
-Small parameters are drawn on the CPU (no device sync); all image work runs on the input's device.
+Small parameters are drawn, and the (B, 21, 21) kernels built, on the CPU (no device sync);
+all image work runs on the input's device.
 """
 
 from __future__ import annotations
@@ -152,7 +153,7 @@ def _window_mask(sizes: Tensor, side: int) -> Tensor:
 def _restrict(kernels: Tensor, sizes: Tensor) -> Tensor:
     """Kernels computed on the full grid, cut to each image's window and renormalised: equal to the
     kernel computed at that size and zero-padded."""
-    masked = kernels * _window_mask(sizes, kernels.shape[-1]).to(kernels.device)
+    masked = kernels * _window_mask(sizes, kernels.shape[-1])
     return masked / masked.sum(dim=(-2, -1), keepdim=True)
 
 
@@ -161,8 +162,9 @@ def _kernel_sizes(side: int, n: int, generator: torch.Generator) -> Tensor:
     return choices[torch.randint(len(choices), (n,), generator=generator)]
 
 
-def _random_kernels(opts: _BlurOptions, n: int, generator: torch.Generator, device: torch.device) -> Tensor:
-    """(n, K, K) float64 blur kernels, one random type, size and parameter set per image."""
+def _random_kernels(opts: _BlurOptions, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """(n, K, K) float64 blur kernels on the CPU, one random type, size and parameter set per
+    image, zero outside each image's window, and the window sizes (n,)."""
     sizes = _kernel_sizes(opts.kernel_size, n, generator)
     kind = torch.tensor(opts.types)[torch.multinomial(torch.tensor(opts.probs), n, replacement=True, generator=generator)]
     is_sinc = torch.rand(n, generator=generator) < opts.sinc_prob
@@ -177,8 +179,7 @@ def _random_kernels(opts: _BlurOptions, n: int, generator: torch.Generator, devi
     betag = torch.where(below, _uniform((opts.betag[0], 1.0), n, generator), _uniform((1.0, opts.betag[1]), n, generator))
     betap = torch.where(below, _uniform((opts.betap[0], 1.0), n, generator), _uniform((1.0, opts.betap[1]), n, generator))
     cutoff = torch.where(sizes < 13, _uniform((math.pi / 3, math.pi), n, generator), _uniform((math.pi / 5, math.pi), n, generator))
-    params = [t.to(device) for t in (sigma_x, sigma_y, theta, betag, betap, cutoff)]
-    sx, sy, th, bg, bp, wc = params
+    sx, sy, th, bg, bp, wc = sigma_x, sigma_y, theta, betag, betap, cutoff
     k = opts.kernel_size
     families = torch.stack(
         [
@@ -189,15 +190,9 @@ def _random_kernels(opts: _BlurOptions, n: int, generator: torch.Generator, devi
         ],
         dim=1,
     )
-    family = torch.where(is_sinc, 3, kind // 2).to(device)
-    chosen = families[torch.arange(n, device=device), family]
-    return _restrict(chosen, sizes)
-
-
-def _pulse(n: int, side: int, device: torch.device) -> Tensor:
-    kernel = torch.zeros(n, side, side, dtype=torch.float64, device=device)
-    kernel[:, side // 2, side // 2] = 1.0
-    return kernel
+    family = torch.where(is_sinc, 3, kind // 2)
+    chosen = families[torch.arange(n), family]
+    return _restrict(chosen, sizes), sizes
 
 
 def _by_subset(x: Tensor, groups: Tensor, count: int, fn: Any) -> Tensor:
@@ -213,6 +208,17 @@ def _by_subset(x: Tensor, groups: Tensor, count: int, fn: Any) -> Tensor:
     for index, value in outputs:
         out[index.to(x.device)] = value
     return out
+
+
+def _blur(x: Tensor, kernels: Tensor, sizes: Tensor) -> Tensor:
+    """Filter image i with ``kernels[i]`` unless ``sizes[i]`` is 0 (no filter: those images are
+    left out of the convolution). One grouped convolution with the full kernels: one call per
+    window size would be smaller work but slower on a CPU (oneDNN builds a primitive per shape)."""
+
+    def run(sub: Tensor, filtered: int, index: Tensor) -> Tensor:
+        return filter2d(sub, kernels[index.to(kernels.device)]) if filtered else sub
+
+    return _by_subset(x, (sizes > 0).long(), 2, run)
 
 
 def _resize(x: Tensor, modes: Tensor, size: tuple[int, int] | None = None, scale: float | None = None) -> Tensor:
@@ -387,25 +393,25 @@ class RealESRGANDegradation(nn.Module):
         noise_generator = self._noise_generator(device, g)
         with torch.no_grad():
             hr_usm = usm_sharpen(hr) if self.sharpen else hr
-            kernel1 = _random_kernels(self.blur1, b, g, device)
-            kernel2 = _random_kernels(self.blur2, b, g, device)
-            second = (torch.rand(b, generator=g) < self.second_blur_prob).to(device).view(b, 1, 1)
-            kernel2 = torch.where(second, kernel2, _pulse(b, self.blur2.kernel_size, device))
+            # kernels are built on the CPU from the CPU draws (no device sync) and copied once
+            kernel1, sizes1 = _random_kernels(self.blur1, b, g)
+            kernel2, sizes2 = _random_kernels(self.blur2, b, g)
+            sizes2 = torch.where(torch.rand(b, generator=g) < self.second_blur_prob, sizes2, 0)
             side = self.blur1.kernel_size
             sinc_sizes = _kernel_sizes(side, b, g)
-            final_sinc = (torch.rand(b, generator=g) < self.final_sinc_prob).to(device).view(b, 1, 1)
-            sinc = _restrict(sinc_kernels(side, _uniform((math.pi / 3, math.pi), b, g).to(device)), sinc_sizes)
-            sinc = torch.where(final_sinc, sinc, _pulse(b, side, device))
+            sinc_sizes = torch.where(torch.rand(b, generator=g) < self.final_sinc_prob, sinc_sizes, 0)
+            sinc = _restrict(sinc_kernels(side, _uniform((math.pi / 3, math.pi), b, g)), sinc_sizes.clamp_min(1))
+            kernel1, kernel2, sinc = (k.to(device=device, dtype=hr.dtype) for k in (kernel1, kernel2, sinc))
 
             # first degradation
-            out = filter2d(hr_usm, kernel1)
+            out = _blur(hr_usm, kernel1, sizes1)
             factor, modes = self._random_resize(b, 0, g)
             out = _resize(out, modes, scale=factor)
             out = self._random_noise(out, 0, g, noise_generator)
             out = jpeg(out.clamp(0, 1), self._random_quality(b, 0, g))
 
             # second degradation
-            out = filter2d(out, kernel2)
+            out = _blur(out, kernel2, sizes2)
             factor, modes = self._random_resize(b, 1, g)
             out = _resize(out, modes, size=(int(h / self.scale * factor), int(w / self.scale * factor)))
             out = self._random_noise(out, 1, g, noise_generator)
@@ -417,7 +423,7 @@ class RealESRGANDegradation(nn.Module):
             lr_size = (h // self.scale, w // self.scale)
 
             def finish(sub: Tensor, order: int, index: Tensor) -> Tensor:
-                resize_and_sinc = lambda t: filter2d(_resize(t, final_modes[index], size=lr_size), sinc[index.to(device)])  # noqa: E731
+                resize_and_sinc = lambda t: _blur(_resize(t, final_modes[index], size=lr_size), sinc[index.to(device)], sinc_sizes[index])  # noqa: E731
                 if order == 1:
                     return jpeg(resize_and_sinc(sub).clamp(0, 1), quality[index])
                 return resize_and_sinc(jpeg(sub.clamp(0, 1), quality[index]))

@@ -59,12 +59,22 @@ def _blur_last_dim(x: Tensor, kernel: Tensor) -> Tensor:
     return (windows @ _band(_FULL_BAND_MAX, kernel)).flatten(-2)[..., :n]
 
 
+def _reflected_band(n: int, kernel: Tensor) -> Tensor:
+    """(n, n) matrix with ``x @ m`` = reflect-pad the last dim of ``x`` (n) by k // 2 and
+    correlate with ``kernel``: the band with its padded rows folded onto the rows they copy."""
+    r = kernel.numel() // 2
+    p = torch.arange(-r, n + r, device=kernel.device).abs()
+    source = torch.where(p > n - 1, 2 * (n - 1) - p, p)
+    return torch.zeros(n, n, dtype=kernel.dtype, device=kernel.device).index_add_(0, source, _band(n, kernel))
+
+
 def _gaussian_blur(x: Tensor, kernel: Tensor) -> Tensor:
+    h, w = x.shape[-2:]
+    if max(h, w) <= _FULL_BAND_MAX:
+        # no padded copy: the reflection is in the matrices
+        return _reflected_band(h, kernel).T @ (x @ _reflected_band(w, kernel))
     r = kernel.numel() // 2
     rows = _blur_last_dim(F.pad(x, (r, r, r, r), mode="reflect"), kernel)  # (B, C, H + 2r, W)
-    h = rows.shape[-2] - 2 * r
-    if h <= _FULL_BAND_MAX:
-        return _band(h, kernel).T @ rows  # contiguous, no transposed copies
     return _blur_last_dim(rows.transpose(-1, -2), kernel).transpose(-1, -2).contiguous()
 
 
