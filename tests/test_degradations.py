@@ -395,3 +395,38 @@ def test_lr_statistics_match_basicsrs_pipeline():
     ours_psnr, ref_psnr = psnr(ours), psnr(reference)
     assert abs(float(ours_psnr.mean() - ref_psnr.mean())) < 1.0, (float(ours_psnr.mean()), float(ref_psnr.mean()))
     assert 0.67 < float(ours_psnr.std() / ref_psnr.std()) < 1.5, (float(ours_psnr.std()), float(ref_psnr.std()))
+
+
+def test_gt_only_training_synthesises_the_lr_on_the_device_and_checkpoints_its_state(tmp_path, photos):
+    """An HR-only datamodule and a degradation on the module: training batches get their LR in
+    on_train_batch_start (validation batches are paired and left alone), and the
+    degradation's generator state travels in the checkpoint."""
+    from conftest import make_module, make_project, make_trainer
+
+    from salightning.data import GTImageSRDataModule
+    from salightning.training import SRGANModule
+
+    root = make_project(tmp_path, photos)
+    data = GTImageSRDataModule(train_hr=str(root / "train"), val_hr=str(root / "val"), patch_size=80, batch_size=2,
+                               num_workers=0, samples_per_epoch=4, pin_memory=False)
+    data.setup("fit")
+    item = data.datasets["train"][0]
+    assert set(item) == {"hr", "name"} and item["hr"].shape == (3, 80, 80)
+    module = make_module(stage=1, degradation=RealESRGANDegradation(seed=5))
+    seen = []
+    module.training_step = lambda batch, batch_idx: seen.append({k: v.shape for k, v in batch.items() if torch.is_tensor(v)})
+    trainer = make_trainer(tmp_path, limit_val_batches=1)
+    trainer.fit(module, data)
+    assert seen == [{"hr": (2, 3, 80, 80), "lr": (2, 3, 20, 20), "hr_usm": (2, 3, 80, 80)}] * 2
+    path = tmp_path / "deg.ckpt"
+    trainer.save_checkpoint(path)
+    state = torch.load(path, weights_only=False)["state_dict"]["degradation._extra_state"]["generator"]
+    assert torch.equal(state, module.degradation.generator.get_state())
+    assert not torch.equal(state, torch.Generator().manual_seed(5).get_state())
+    restored = make_module(stage=1, degradation=RealESRGANDegradation(seed=0))
+    restored.load_state_dict(torch.load(path, weights_only=False)["state_dict"])
+    hr = _photo_crops(96)
+    assert torch.equal(restored.degradation(hr).lr, module.degradation(hr).lr)
+    with pytest.raises(ValueError, match="leave train_lr unset"):
+        GTImageSRDataModule(train_hr=str(root / "train"), train_lr=str(root / "train")).setup("fit")
+    assert isinstance(module, SRGANModule)

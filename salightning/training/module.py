@@ -43,6 +43,7 @@ import salightning
 from salightning.checks import check_at_least, check_factory_lr, check_fraction, check_optimizer_lr, check_positive
 from salightning.losses import AdversarialLoss, SAPixelLoss
 from salightning.checkpoints import load_pretrained
+from salightning.degradations import RealESRGANDegradation
 from salightning.models import constructor_config, generator_spec
 from salightning.training.balance import BetaMode, SABalance
 from salightning.training.evaluation import EvaluationMeans, naming_images
@@ -54,7 +55,7 @@ __all__ = ["SRGANModule"]
 log = logging.getLogger(__name__)
 
 #: Constructor arguments that are networks or factories: never pickled into the hyper-parameters.
-_NETWORK_ARGS = ["generator", "discriminator", "pixel_loss", "adversarial_loss", "perceptual_loss", "optimizer_g", "optimizer_d"]
+_NETWORK_ARGS = ["generator", "discriminator", "pixel_loss", "adversarial_loss", "perceptual_loss", "optimizer_g", "optimizer_d", "degradation"]
 #: Submodules that moved into the objective: old checkpoints' state-dict keys are renamed on load.
 _OBJECTIVE_PARTS = ("pixel_loss.", "adversarial_loss.", "perceptual_loss.")
 
@@ -120,6 +121,12 @@ class SRGANModule(pl.LightningModule):
         metric_y_channel: validation PSNR/SSIM on the BT.601 Y channel (as papers do), not RGB.
         channels_last: keep networks and image batches in channels-last memory format.
         compile_generator: compile the generator in place with ``torch.compile``.
+        degradation: synthesises the LR of training batches that hold only ``hr`` (e.g.
+            :class:`~salightning.degradations.RealESRGANDegradation` with
+            :class:`~salightning.data.GTImageSRDataModule`), on the training device in
+            ``on_train_batch_start``; it also puts its sharpened HR in ``batch["hr_usm"]``.
+            Its random state is in the state dict (bit-identical resume). Validation and test
+            batches are never degraded.
     """
 
     def __init__(
@@ -148,6 +155,7 @@ class SRGANModule(pl.LightningModule):
         metric_y_channel: bool = True,
         channels_last: bool = False,
         compile_generator: bool = False,
+        degradation: RealESRGANDegradation | None = None,
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
@@ -171,6 +179,7 @@ class SRGANModule(pl.LightningModule):
         self.metric_y_channel = metric_y_channel
         self.channels_last = channels_last
         self.compile_generator = compile_generator
+        self.degradation = degradation
         if pretrained_generator is not None:
             load_pretrained(self.generator, resolve_package_path(pretrained_generator, "pretrained_generator"))
         self.generator_ema: AveragedModel | None = None
@@ -379,6 +388,14 @@ class SRGANModule(pl.LightningModule):
         self.batches_seen = int(state["batches_seen"])
         self.nonfinite_guard.load_state_dict(state.get("nonfinite_guard", {"total": state.get("nonfinite_total", 0)}))
         self.sa_balance.load_state_dict(state.get("sa_balance", state))
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        """Synthesise the LR of HR-only training batches with ``degradation``, on their device
+        (the batch dict is completed in place: this hook runs after the transfer, and
+        ``training_step`` receives the same dict; ``on_after_batch_transfer`` would make
+        Lightning warn on every fit with a datamodule)."""
+        if self.degradation is not None and isinstance(batch, dict) and "lr" not in batch:
+            batch["lr"], batch["hr_usm"] = self.degradation(batch["hr"])
 
     def on_fit_start(self) -> None:
         message = self.objective.balance_warning(self.is_gan)
