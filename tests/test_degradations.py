@@ -430,3 +430,33 @@ def test_gt_only_training_synthesises_the_lr_on_the_device_and_checkpoints_its_s
     with pytest.raises(ValueError, match="leave train_lr unset"):
         GTImageSRDataModule(train_hr=str(root / "train"), train_lr=str(root / "train")).setup("fit")
     assert isinstance(module, SRGANModule)
+
+
+def test_degrade_command_writes_the_pairs_the_generator_would_receive(tmp_path, photos, capsys):
+    from conftest import make_project, run_main, write_config
+
+    root = make_project(tmp_path, photos)
+    config = write_config(tmp_path / "deg.yaml", {
+        "model": {"degradation": {"class_path": "salightning.degradations.RealESRGANDegradation", "init_args": {"seed": 3}}},
+        "data": {"class_path": "salightning.data.GTImageSRDataModule",
+                 "init_args": {"train_hr": str(root / "train"), "patch_size": 80, "batch_size": 2, "num_workers": 0, "samples_per_epoch": 4}},
+    })
+    code, stdout, _ = run_main(["degrade", "--config", str(config), "--output", str(tmp_path / "pairs"), "--count", "3"], capsys)
+    assert code == 0 and "wrote 3 pairs" in stdout
+    from PIL import Image
+
+    names = sorted(p.name for p in (tmp_path / "pairs").iterdir())
+    assert names == [f"{i:06d}_{s}.png" for i in range(3) for s in ("hr", "hr_gan", "lr")]
+    assert Image.open(tmp_path / "pairs" / "000000_lr.png").size == (20, 20)
+    assert Image.open(tmp_path / "pairs" / "000002_hr.png").size == (80, 80)
+    # the same pairs as the module's degradation makes from the same batches
+    from salightning.data import GTImageSRDataModule
+
+    data = GTImageSRDataModule(train_hr=str(root / "train"), patch_size=80, batch_size=2, num_workers=0, samples_per_epoch=4)
+    data.setup("fit")
+    batch = next(iter(data.train_dataloader()))
+    lr = RealESRGANDegradation(seed=3)(batch["hr"]).lr
+    written = torch.from_numpy(np.asarray(Image.open(tmp_path / "pairs" / "000001_lr.png"))).permute(2, 0, 1).float() / 255
+    assert torch.equal(written, lr[1])
+    code, _, err = run_main(["degrade", "--config", str(write_config(tmp_path / "bad.yaml", {"data": {}})), "--output", str(tmp_path / "x")], capsys)
+    assert code != 0 and "model.degradation" in err
