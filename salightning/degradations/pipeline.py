@@ -179,14 +179,13 @@ def _random_kernels(opts: _BlurOptions, n: int, generator: torch.Generator) -> t
     betag = torch.where(below, _uniform((opts.betag[0], 1.0), n, generator), _uniform((1.0, opts.betag[1]), n, generator))
     betap = torch.where(below, _uniform((opts.betap[0], 1.0), n, generator), _uniform((1.0, opts.betap[1]), n, generator))
     cutoff = torch.where(sizes < 13, _uniform((math.pi / 3, math.pi), n, generator), _uniform((math.pi / 5, math.pi), n, generator))
-    sx, sy, th, bg, bp, wc = sigma_x, sigma_y, theta, betag, betap, cutoff
     k = opts.kernel_size
     families = torch.stack(
         [
-            gaussian_kernels(k, sx, sy, th),
-            generalized_gaussian_kernels(k, sx, sy, th, bg),
-            plateau_kernels(k, sx, sy, th, bp),
-            sinc_kernels(k, wc),
+            gaussian_kernels(k, sigma_x, sigma_y, theta),
+            generalized_gaussian_kernels(k, sigma_x, sigma_y, theta, betag),
+            plateau_kernels(k, sigma_x, sigma_y, theta, betap),
+            sinc_kernels(k, cutoff),
         ],
         dim=1,
     )
@@ -337,7 +336,8 @@ class RealESRGANDegradation(nn.Module):
         # the second blur sees the image after the first resize, the final sinc the LR
         need = max(need, math.ceil((self.blur2.kernel_size // 2 + 1) / self.resize_range[0][0]))
         need = max(need, (self.blur1.kernel_size // 2 + 1) * self.scale)
-        return need
+        # the second resize must leave at least one pixel
+        return max(need, math.ceil(self.scale / self.resize_range[1][0]))
 
     def _noise_generator(self, device: torch.device, generator: torch.Generator) -> torch.Generator:
         noise_generator = self._noise_generators.get(device)
