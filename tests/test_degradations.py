@@ -460,3 +460,28 @@ def test_degrade_command_writes_the_pairs_the_generator_would_receive(tmp_path, 
     assert torch.equal(written, lr[1])
     code, _, err = run_main(["degrade", "--config", str(write_config(tmp_path / "bad.yaml", {"data": {}})), "--output", str(tmp_path / "x")], capsys)
     assert code != 0 and "model.degradation" in err
+
+
+@pytest.mark.slow
+def test_quickstart_realesrgan_end_to_end(tmp_path):
+    """configs/quickstart_realesrgan.yaml through the console script, at reduced size: HR-only
+    sample photos, LR synthesised in the training process, U-Net D; it writes last.ckpt."""
+    import os
+
+    from conftest import run_in_group
+
+    repo = Path(__file__).resolve().parents[1]
+    script = Path(sys.executable).with_name("salightning")
+    env = dict(os.environ, WANDB_MODE="disabled", SALIGHTNING_CACHE_DIR=str(tmp_path / "cache"))
+    result = run_in_group(
+        [str(script), "fit", "--config", str(repo / "configs" / "quickstart_realesrgan.yaml"), "--trainer.max_epochs", "1",
+         "--data.init_args.samples_per_epoch", "16", "--data.init_args.num_workers", "0",
+         "--data.init_args.eval_patch_size", "64", "--trainer.limit_val_batches", "1",
+         "--trainer.enable_progress_bar", "false"],
+        cwd=tmp_path, env=env, timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    last = list((tmp_path / "runs" / "quickstart_realesrgan").glob("version_*/checkpoints/last.ckpt"))
+    assert len(last) == 1
+    state = torch.load(last[0], weights_only=False)["state_dict"]
+    assert "degradation._extra_state" in state and "discriminator.conv1.weight_orig" in state
