@@ -53,10 +53,10 @@ def _blur_last_dim(x: Tensor, kernel: Tensor) -> Tensor:
     k = kernel.numel()
     n = x.shape[-1] - k + 1
     if n <= _FULL_BAND_MAX:
-        return x @ _band(n, kernel)
+        return x @ _band(n, kernel).to(x.device)
     total = -(-n // _FULL_BAND_MAX) * _FULL_BAND_MAX
     windows = F.pad(x, (0, total - n)).unfold(-1, _FULL_BAND_MAX + k - 1, _FULL_BAND_MAX)
-    return (windows @ _band(_FULL_BAND_MAX, kernel)).flatten(-2)[..., :n]
+    return (windows @ _band(_FULL_BAND_MAX, kernel).to(x.device)).flatten(-2)[..., :n]
 
 
 def _reflected_band(n: int, kernel: Tensor) -> Tensor:
@@ -72,7 +72,7 @@ def _gaussian_blur(x: Tensor, kernel: Tensor) -> Tensor:
     h, w = x.shape[-2:]
     if max(h, w) <= _FULL_BAND_MAX:
         # no padded copy: the reflection is in the matrices
-        return _reflected_band(h, kernel).T @ (x @ _reflected_band(w, kernel))
+        return _reflected_band(h, kernel).to(x.device).T @ (x @ _reflected_band(w, kernel).to(x.device))
     r = kernel.numel() // 2
     rows = _blur_last_dim(F.pad(x, (r, r, r, r), mode="reflect"), kernel)  # (B, C, H + 2r, W)
     return _blur_last_dim(rows.transpose(-1, -2), kernel).transpose(-1, -2).contiguous()
@@ -102,7 +102,9 @@ def usm_sharpen(x: Tensor, weight: float = 0.5, radius: int = 50, threshold: flo
     h, w = x.shape[-2:]
     if size // 2 >= min(h, w):
         raise ValueError(f"usm_sharpen needs images larger than {size // 2} pixels per side for radius {radius}, got {h}x{w}")
-    kernel = gaussian_kernel1d(size, x.dtype, x.device)
+    # the matrices are built on the CPU (index_add_ accumulates in a fixed order there, so the
+    # result is the same on every run) and copied to x's device
+    kernel = gaussian_kernel1d(size, x.dtype)
     residual = x - _gaussian_blur(x, kernel)
     mask = (residual.abs() * 255 > threshold).to(x.dtype)
     soft_mask = _gaussian_blur(mask, kernel)
