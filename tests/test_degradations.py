@@ -485,3 +485,30 @@ def test_quickstart_realesrgan_end_to_end(tmp_path):
     assert len(last) == 1
     state = torch.load(last[0], weights_only=False)["state_dict"]
     assert "degradation._extra_state" in state and "discriminator.conv1.weight_orig" in state
+
+
+def test_resuming_with_the_degradation_on_is_bit_identical(tmp_path, photos):
+    """4 batches straight vs 2 batches, a checkpoint, and 2 more from it: the same generator."""
+    from conftest import make_module, make_project, make_trainer
+
+    from salightning.data import GTImageSRDataModule
+
+    root = make_project(tmp_path, photos)
+
+    def data():
+        return GTImageSRDataModule(train_hr=str(root / "train"), val_hr=str(root / "val"), patch_size=80, batch_size=2,
+                                   num_workers=0, samples_per_epoch=8, pin_memory=False)
+
+    def run(max_steps, ckpt_path=None):
+        module = make_module(stage=1, degradation=RealESRGANDegradation(seed=5))
+        trainer = make_trainer(tmp_path, max_epochs=-1, max_steps=max_steps, limit_val_batches=0)
+        trainer.fit(module, data(), ckpt_path=ckpt_path)
+        return module, trainer
+
+    straight, _ = run(4)
+    _, first = run(2)
+    first.save_checkpoint(tmp_path / "half.ckpt")
+    resumed, _ = run(4, tmp_path / "half.ckpt")
+    for a, b in zip(straight.generator.parameters(), resumed.generator.parameters()):
+        assert torch.equal(a, b)
+    assert torch.equal(straight.degradation.generator.get_state(), resumed.degradation.generator.get_state())
