@@ -157,7 +157,25 @@ def ddp_quickstart(fig: Figures, device: str, tmp: Path) -> None:
 
 
 #: The pieces, in the order they run.
-PIECES = {"run_quick": run_quick, "stage2": stage2_step, "predict": predict_figures, "ddp": ddp_quickstart}
+def degradation(fig: Figures, device: str, tmp: Path) -> None:
+    """Median wall ms per crop of RealESRGANDegradation on the device (batch 16 x 256^2 on cuda)."""
+    sys.path.insert(0, str(HERE))
+    import bench_module
+    from salightning.degradations import RealESRGANDegradation
+
+    batch, size, runs = (16, 256, 10) if device == "cuda" else (2, 128, 2)
+    hr = bench_module.photo_crops(batch, size)[0].to(device)
+    pipeline = RealESRGANDegradation(scale=4, seed=0).to(device)
+    times = []
+    for _ in range(runs + 2):
+        start = bench_module.clock(device)[0]
+        pipeline(hr)
+        times.append(bench_module.clock(device)[0] - start)
+    ms = statistics.median(times[2:]) / batch * 1e3
+    fig.add("degradation_ms_per_crop", ms, f"median wall ms per {size}^2 crop of RealESRGANDegradation (x4), batch {batch}, after 2 warm-up")
+
+
+PIECES = {"run_quick": run_quick, "stage2": stage2_step, "predict": predict_figures, "ddp": ddp_quickstart, "degradation": degradation}
 
 
 def main() -> None:

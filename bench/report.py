@@ -21,6 +21,7 @@ SECTIONS = (
     ("Data", ("data", "imresize")),
     ("Prediction", ("tiled", "tile_grid", "untiled", "video", "image_predict")),
     ("Training memory", ("sa_esrgan_stage2", "sa_vsrresfeatgan_stage2")),
+    ("Real-world degradations", ("degradation",)),
 )
 
 HOW_TO_READ = """\

@@ -61,6 +61,7 @@ import torch  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the bench_* modules, however this is started
 
 import bench_data  # noqa: E402
+import bench_degradation  # noqa: E402
 import bench_edges  # noqa: E402
 import bench_flops  # noqa: E402
 import bench_memory  # noqa: E402
@@ -94,6 +95,9 @@ TARGETS: dict[str, tuple[float, str]] = {
     "sa_canny_vs_l1_step_ratio": (1.05, "<="),
     "sa_local_variance_vs_l1_step_ratio": (1.03, "<="),
     "video_predict_rss_60_vs_10": (1.10, "<="),
+    "degradation_vs_basicsr_time_ratio": (0.1, "<="),
+    "degradation_vs_esrgan_step_ratio": (0.1, "<="),
+    "degradation_rest_vs_basicsr_rest_time_ratio": (1.0, "<="),
     "imresize_vs_interpolate_time_ratio": (2.0, "<="),
 }
 
@@ -112,6 +116,8 @@ class Sizes:
     flops_blocks: int = 23
     tile_grid_crop: int | None = None
     tiny_memory_networks: bool = False
+    #: bench_degradation.measure's (batch, size, seeds, repeats, crops)
+    degradation: tuple[int, int, int, int, int] = (8, 256, 4, 3, 300)
     flops_batch: int = 2
     flops_repeats: int = 5
     flops_conv_images: int = 4
@@ -136,6 +142,7 @@ QUICK = Sizes(
     module_batch=1, module_rounds=1, module_warmup=1, module_steps=1, compile_generator=False, flops_batch=1,
     flops_repeats=2, flops_conv_images=1, edges_batch=4, edges_repeats=2, data_samples=8, data_images=1,
     tiled_lr_size=128, tiled_blocks=1, tile=64, overlap=16, esrgan_batches=[1, 2], vsr_batches=[1, 2],
+    degradation=(4, 256, 2, 1, 100),
 )
 #: every benchmark at its smallest (CI: proves each figure is produced and finite, says nothing of speed)
 SMOKE = Sizes(
@@ -143,7 +150,7 @@ SMOKE = Sizes(
     flops_repeats=1, flops_conv_images=1, edges_batch=2, edges_repeats=1, data_samples=4, data_images=1,
     tiled_lr_size=64, tiled_blocks=1, tile=32, overlap=8, esrgan_batches=[1, 2], vsr_batches=[1, 2],
     module_networks=bench_module.SMOKE, basicsr_networks=bench_module.SMOKE, flops_blocks=1, tile_grid_crop=128,
-    tiny_memory_networks=True,
+    tiny_memory_networks=True, degradation=(2, 128, 1, 1, 4),
 )
 
 
@@ -332,8 +339,26 @@ def image_memory_figures(fig: Figures, quick: bool) -> None:
                 "(peak RSS - RSS after a warm-up predict) / 8-bit output size (issue 15 target <= 1.5)")
 
 
+def degradation_figures(fig: Figures, sizes: Sizes, threads: int, smoke: bool) -> None:
+    batch, size, seeds, repeats, crops = sizes.degradation
+    r = bench_degradation.measure(batch, size, seeds, repeats, crops, 1, threads, smoke)
+    what = f"batch {batch} x 3 x {size}^2 real-photo crops, CPU, seeded draws (min of {repeats})"
+    fig.add("degradation_vs_basicsr_time_ratio", r["degradation_vs_basicsr_time_ratio"],
+            f"RealESRGANDegradation {r['ours_ms_per_crop']:.1f} ms vs BasicSR's pipeline (its numpy kernels, USMSharp, "
+            f"filter2D, DiffJPEG) {r['basicsr_ms_per_crop']:.1f} ms per crop, {what}")
+    fig.add("degradation_rest_vs_basicsr_rest_time_ratio", r["degradation_rest_vs_basicsr_rest_time_ratio"],
+            f"without the USM: {r['ours_rest_ms_per_crop']:.1f} vs {r['basicsr_rest_ms_per_crop']:.1f} ms per crop")
+    fig.add("degradation_ms_per_crop", r["ours_ms_per_crop"], what)
+    fig.add("degradation_vs_esrgan_step_ratio", r["degradation_vs_esrgan_step_ratio"],
+            f"vs a full ESRGAN step {r['esrgan_step_ms_per_crop']:.0f} ms per crop on the same crops")
+    fig.add("degradation_lr_psnr_mean_diff_db", r["lr_psnr_mean_diff_db"],
+            f"PSNR(LR, bicubic HR) over {r['crops']} crops: ours {r['lr_psnr_mean_ours_db']:.2f} +- {r['lr_psnr_std_ours_db']:.2f} dB, "
+            f"BasicSR {r['lr_psnr_mean_basicsr_db']:.2f} +- {r['lr_psnr_std_basicsr_db']:.2f} dB (target |diff| <= 0.5)")
+    fig.add("degradation_lr_psnr_std_ratio", r["lr_psnr_std_ratio"], "spread of ours / BasicSR's")
+
+
 #: The pieces --only can choose, in the order they run.
-PIECES = ("module", "flops", "edges", "data", "tiled", "tile_grid", "video", "image_memory", "memory")
+PIECES = ("module", "flops", "edges", "data", "tiled", "tile_grid", "video", "image_memory", "memory", "degradation")
 
 
 def commit() -> str:
@@ -393,6 +418,8 @@ def main() -> None:
         image_memory_figures(fig, args.quick or args.smoke)
     if "memory" in only:
         memory_figures(fig, sizes, args.threads, args.device)
+    if "degradation" in only:
+        degradation_figures(fig, sizes, args.threads, args.smoke)
 
     seconds = time.perf_counter() - start
     meta = {

@@ -7,7 +7,8 @@ stays cheap (no torch import until a name is touched)::
     module = salightning.SRGANModule(generator=salightning.RRDBNet(scale=4), ...)
 
 Sub-packages: ``salightning.edges`` (W(x)), ``salightning.losses``, ``salightning.models``,
-``salightning.data``, ``salightning.metrics``, ``salightning.callbacks``.
+``salightning.data``, ``salightning.metrics``, ``salightning.callbacks``,
+``salightning.degradations`` (Real-ESRGAN-style LR synthesis).
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ _PUBLIC = {
     "VGGStyleDiscriminator": "salightning.models",
     "SRGANDiscriminator": "salightning.models",
     "VSRResFeatGANDiscriminator": "salightning.models",
+    "UNetDiscriminatorSN": "salightning.models",
+    "RealESRGANDegradation": "salightning.degradations",
     "load_pretrained": "salightning.checkpoints",
     "ImageSRDataModule": "salightning.data",
     "VideoSRDataModule": "salightning.data",

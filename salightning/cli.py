@@ -387,6 +387,7 @@ COMMANDS = {
     "evaluate": "the paper's table for checkpoints x test sets: PSNR/SSIM/LPIPS, edge/flat PSNR, bicubic row",
     "predict": "super-resolve an image, a folder of images or a video with a checkpoint or an export (tiled)",
     "export": "write a checkpoint's generator as a state dict, safetensors or ONNX",
+    "degrade": "write (HR, LR) pairs as a config's degradation makes them for its generator (blind SR)",
 }
 LIGHTNING_COMMANDS = ("fit", "validate", "test")
 
@@ -419,6 +420,10 @@ def _run_command(argv: list[str], from_command_line: bool) -> None:
         _predict_main(argv[1:])
     elif command == "export":
         _export_main(argv[1:])
+    elif command == "degrade":
+        from salightning.degradations.dump import main as degrade_main
+
+        degrade_main(argv[1:])
     elif command == "evaluate":
         from salightning.evaluate import main as evaluate_main
 

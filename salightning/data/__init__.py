@@ -1,6 +1,8 @@
 """Data for image and video super-resolution.
 
 - :class:`ImageSRDataModule`: HR folders (LR made on the fly) or paired HR/LR folders.
+- :class:`GTImageSRDataModule`: HR-only training patches for LR synthesised on the device
+  (blind SR, :mod:`salightning.degradations`), paired validation.
 - :class:`VideoSRDataModule`: clips as frame folders or video files, windows of frames.
 - :func:`benchmark_lr`, :func:`benchmark_dataset`: the benchmark LR protocol (mod-crop,
   MATLAB bicubic, 8-bit levels) on one image or a test folder.
@@ -12,6 +14,7 @@
 """
 
 from salightning.data.base import SRDataModule
+from salightning.data.gt import GTImageDataset, GTImageSRDataModule
 from salightning.data.image import ImageSRDataModule, ImageSRDataset, benchmark_dataset
 from salightning.data.io import FrameFolder, VideoFile, find_sequences, list_images, probe_image, read_image
 from salightning.data.samples import sample_image_paths, sample_video_dir, sample_video_paths
@@ -21,6 +24,8 @@ from salightning.data.video import VideoSRDataModule, VideoSRDataset
 
 __all__ = [
     "ImageSRDataModule",
+    "GTImageSRDataModule",
+    "GTImageDataset",
     "VideoSRDataModule",
     "SRDataModule",
     "ImageSRDataset",

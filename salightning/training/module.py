@@ -45,6 +45,7 @@ import salightning
 from salightning.checks import check_at_least, check_factory_lr, check_fraction, check_optimizer_lr, check_positive
 from salightning.losses import AdversarialLoss, SAPixelLoss
 from salightning.checkpoints import load_pretrained
+from salightning.degradations import RealESRGANDegradation
 from salightning.models import constructor_config, generator_spec
 from salightning.training.balance import BetaMode, SABalance
 from salightning.training.evaluation import EvaluationMeans, naming_images
@@ -56,7 +57,7 @@ __all__ = ["SRGANModule"]
 log = logging.getLogger(__name__)
 
 #: Constructor arguments that are networks or factories: never pickled into the hyper-parameters.
-_NETWORK_ARGS = ["generator", "discriminator", "pixel_loss", "adversarial_loss", "perceptual_loss", "optimizer_g", "optimizer_d"]
+_NETWORK_ARGS = ["generator", "discriminator", "pixel_loss", "adversarial_loss", "perceptual_loss", "optimizer_g", "optimizer_d", "degradation"]
 #: Submodules that moved into the objective: old checkpoints' state-dict keys are renamed on load.
 _OBJECTIVE_PARTS = ("pixel_loss.", "adversarial_loss.", "perceptual_loss.")
 
@@ -135,6 +136,12 @@ class SRGANModule(pl.LightningModule):
             for the pixel, perceptual and per-sample GAN terms (the relativistic GAN's batch means
             and D's BatchNorm statistics are taken per batch). ``lr_milestones``, ``max_batches``
             and the beta2 balance still count batches.
+        degradation: synthesises the LR of training batches that hold only ``hr`` (e.g.
+            :class:`~salightning.degradations.RealESRGANDegradation` with
+            :class:`~salightning.data.GTImageSRDataModule`), on the training device in
+            ``on_train_batch_start``; it also puts its sharpened HR in ``batch["hr_usm"]``.
+            Its random state is in the state dict (bit-identical resume). Validation and test
+            batches are never degraded.
     """
 
     def __init__(
@@ -164,6 +171,7 @@ class SRGANModule(pl.LightningModule):
         channels_last: bool = False,
         compile: bool = False,
         accumulate: int = 1,
+        degradation: RealESRGANDegradation | None = None,
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
@@ -188,6 +196,7 @@ class SRGANModule(pl.LightningModule):
         self.channels_last = channels_last
         self.compile_networks = compile
         self.accumulate = accumulate
+        self.degradation = degradation
         if pretrained_generator is not None:
             load_pretrained(self.generator, resolve_package_path(pretrained_generator, "pretrained_generator"))
         self.generator_ema: AveragedModel | None = None
@@ -287,13 +296,15 @@ class SRGANModule(pl.LightningModule):
         (they are used only in eval mode, i.e. for the validation loss's GAN term).
         """
         lr, hr = self._memory_format(batch["lr"]), self._memory_format(batch["hr"])
+        # Real-ESRGAN's targets: the pixel and perceptual terms (and W) see the sharpened HR, the GAN term the plain one
+        target = self._memory_format(batch["hr_usm"]) if "hr_usm" in batch else hr
         opt_g, opt_d = self.optimizers() if self.is_gan else (self.optimizers(), None)
         steps = (self.batches_seen + 1) % self.accumulate == 0
         # A non-finite batch is skipped after the fact (one host sync): restore what its forward
         # passes changed in place, the BatchNorm running statistics.
         buffers = self._network_buffers()
         saved = [b.clone() for b in buffers]
-        edge_map = self.pixel_loss.edge_map(hr)
+        edge_map = self.pixel_loss.edge_map(target)
         sr = self.generator(lr)
         checks = {f"input values (images {batch.get('name', '?')})": torch.stack([lr.sum(), hr.sum()]), "generator output": sr.sum()}
         d: dict[str, Tensor] = {}
@@ -301,7 +312,7 @@ class SRGANModule(pl.LightningModule):
         if self.is_gan:
             real_logits = self.discriminator(discriminator_input(self.discriminator, hr))
             fake_logits = self.discriminator(discriminator_input(self.discriminator, sr))
-            total, g = self.objective(sr, hr, edge_map, logits=(fake_logits, real_logits))
+            total, g = self.objective(sr, target, edge_map, logits=(fake_logits, real_logits))
             adversarial = self.objective.adversarial_loss
             d_real = adversarial.discriminator_real_loss(real_logits, fake_logits.detach())
             d_fake = adversarial.discriminator_fake_loss(fake_logits, real_logits.detach())
@@ -317,7 +328,7 @@ class SRGANModule(pl.LightningModule):
                 self.trainer.model.require_forward_param_sync = True  # no_sync cleared it: DDP broadcasts buffers again
             checks["discriminator loss"] = torch.stack([d_real.detach(), d_fake.detach()])
         else:
-            total, g = self.objective(sr, hr, edge_map)
+            total, g = self.objective(sr, target, edge_map)
             self.manual_backward(total * scale)
         checks["generator loss"] = total.detach()
         networks = (self.generator, self.discriminator) if self.is_gan else (self.generator,)
@@ -445,6 +456,14 @@ class SRGANModule(pl.LightningModule):
         self.pending_gradients = state.get("accumulated_gradients", {})
         self.nonfinite_guard.load_state_dict(state.get("nonfinite_guard", {"total": state.get("nonfinite_total", 0)}))
         self.sa_balance.load_state_dict(state.get("sa_balance", state))
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        """Synthesise the LR of HR-only training batches with ``degradation``, on their device
+        (the batch dict is completed in place: this hook runs after the transfer, and
+        ``training_step`` receives the same dict; ``on_after_batch_transfer`` would make
+        Lightning warn on every fit with a datamodule)."""
+        if self.degradation is not None and isinstance(batch, dict) and "lr" not in batch:
+            batch["lr"], batch["hr_usm"] = self.degradation(batch["hr"])
 
     def on_fit_start(self) -> None:
         if getattr(self.trainer.precision_plugin, "scaler", None) is not None:
