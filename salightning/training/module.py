@@ -28,7 +28,7 @@ import logging
 import sys
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytorch_lightning as pl
 from pytorch_lightning.cli import OptimizerCallable
@@ -43,6 +43,8 @@ import salightning
 from salightning.checks import check_at_least, check_factory_lr, check_fraction, check_optimizer_lr, check_positive
 from salightning.losses import AdversarialLoss, SAPixelLoss
 from salightning.checkpoints import load_pretrained
+from salightning.metrics import lpips_metric
+from salightning.tiling import check_tiling, tiled_forward
 from salightning.models import constructor_config, generator_spec
 from salightning.training.balance import BetaMode, SABalance
 from salightning.training.evaluation import EvaluationMeans, naming_images
@@ -89,6 +91,12 @@ def _check_arguments(args: dict[str, Any]) -> None:
         raise ValueError(f"lr_milestones must be increasing, got {milestones!r}")
     if args["ema_decay"] is not None and not 0.0 < args["ema_decay"] < 1.0:
         raise ValueError(f"ema_decay must be in (0, 1), got {args['ema_decay']!r}")
+    try:
+        check_tiling(args["eval_tile"], args["eval_tile_overlap"])
+    except ValueError as err:
+        raise ValueError(f"model.eval_tile / model.eval_tile_overlap: {err}") from None
+    if args["eval_lpips"] not in ("alex", "vgg", None):
+        raise ValueError(f"model.eval_lpips must be 'alex', 'vgg' or null, got {args['eval_lpips']!r}")
 
 
 class SRGANModule(pl.LightningModule):
@@ -118,6 +126,13 @@ class SRGANModule(pl.LightningModule):
         max_nonfinite_in_a_row: non-finite losses skip their batch; this many in a row stop the run.
         max_batches: stop after this many training batches (``max_steps`` counts optimizer steps).
         metric_y_channel: validation PSNR/SSIM on the BT.601 Y channel (as papers do), not RGB.
+        eval_tile, eval_tile_overlap: validation / test images run through the generator in
+            tiles of at most ``eval_tile`` squared LR pixels (the seam rule of ``salightning
+            predict``; 0: always whole); images up to that size are exact, so ``val/psnr``
+            equals ``salightning evaluate``'s PSNR on the same images.
+        eval_lpips: LPIPS trunk ("alex", "vgg") of the validation / test metric ``lpips``,
+            computed when its ImageNet weights are found (torchvision's cache or
+            ``eval_lpips_weights``; a one-line note says when not); None: not computed.
         channels_last: keep networks and image batches in channels-last memory format.
         compile_generator: compile the generator in place with ``torch.compile``.
     """
@@ -146,6 +161,10 @@ class SRGANModule(pl.LightningModule):
         max_nonfinite_in_a_row: int = 20,
         max_batches: int | None = None,
         metric_y_channel: bool = True,
+        eval_tile: int = 512,
+        eval_tile_overlap: int = 32,
+        eval_lpips: Literal["alex", "vgg"] | None = "alex",
+        eval_lpips_weights: str | None = None,
         channels_last: bool = False,
         compile_generator: bool = False,
     ) -> None:
@@ -169,6 +188,8 @@ class SRGANModule(pl.LightningModule):
         self.grad_clip_norm = grad_clip_norm
         self.max_batches = max_batches
         self.metric_y_channel = metric_y_channel
+        self.eval_tile, self.eval_tile_overlap = eval_tile, eval_tile_overlap
+        self.eval_lpips, self.eval_lpips_weights = eval_lpips, eval_lpips_weights
         self.channels_last = channels_last
         self.compile_generator = compile_generator
         if pretrained_generator is not None:
@@ -208,6 +229,8 @@ class SRGANModule(pl.LightningModule):
         return self.inference_generator()(lr)
 
     def setup(self, stage: str) -> None:
+        if stage in ("fit", "validate", "test"):
+            self._set_up_lpips()
         if self.channels_last:
             self.to(memory_format=torch.channels_last)
         if self.compile_generator and stage == "fit":
@@ -319,9 +342,21 @@ class SRGANModule(pl.LightningModule):
         self.log_dict(scalars, on_step=True, on_epoch=False, batch_size=batch_size)
         self.log("train/loss", total.detach(), on_step=True, on_epoch=False, prog_bar=True, batch_size=batch_size)
 
+    def _set_up_lpips(self) -> None:
+        """Give the evaluation means the LPIPS metric once (it is kept out of checkpoints), or say why not."""
+        means = list(self.eval_metrics.values())
+        if self.eval_lpips is None or any(m.lpips is not None for m in means):
+            return
+        metric, note = lpips_metric(self.eval_lpips, self.eval_lpips_weights)
+        for m in means:
+            m.lpips = metric
+        if metric is None and self.trainer.is_global_zero:
+            print(f"salightning: validation {note}; give model.eval_lpips_weights, or model.eval_lpips: null", file=sys.stderr, flush=True)
+
     def _evaluate(self, batch: dict[str, Any], prefix: str) -> Tensor:
         lr, hr = batch["lr"], batch["hr"]
-        sr = self.inference_generator()(lr).clamp(0, 1)
+        # Whole images, tile by tile when large: the path of `salightning evaluate` and predict.
+        sr = tiled_forward(self.inference_generator(), lr, self.eval_tile, self.eval_tile_overlap).clamp(0, 1)
         with naming_images(batch.get("name"), {"val": "validation"}.get(prefix, prefix)):
             total, g = self.objective(sr, hr, self.pixel_loss.edge_map(hr), self.discriminator)
         losses = {"loss": total, **{k: g[k] for k in ("pixel", "pixel_sa", "perceptual", "adversarial") if k in g}}
