@@ -225,7 +225,7 @@ class SALightningCLI(LightningCLI):
         if size and is_global_rank_zero():
             print(
                 f"salightning: validation/test metrics on the centre {size}x{size} HR crop of each image (data.eval_patch_size, "
-                "set for the discriminator's input); `salightning evaluate` and data.eval_patch_size: null score whole images",
+                "for speed); data.eval_patch_size: null scores whole images, as `salightning evaluate` does",
                 file=sys.stderr,
             )
 

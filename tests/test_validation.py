@@ -99,3 +99,15 @@ def test_the_best_checkpoint_by_val_psnr_scores_its_val_psnr_in_evaluate(tmp_pat
     assert code == 0, err[-3000:]
     evaluated = float(next(csv.DictReader((out / "results.csv").open()))["v/psnr"])
     assert logged == pytest.approx(evaluated, abs=0.01), (logged, evaluated)
+
+
+def test_monitoring_lpips_without_its_weights_is_refused_before_training(tmp_path, patch_loaders, monkeypatch):
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty_cache"))
+    train, val = patch_loaders
+    trainer = make_trainer(tmp_path, callbacks=[ModelCheckpoint(dirpath=tmp_path / "ckpt", monitor="val/lpips", mode="min")], enable_checkpointing=True)
+    module = make_module(stage=1)
+    with pytest.raises(ValueError, match="monitors val/lpips but LPIPS: not computed"):
+        trainer.fit(module, train, val)
+    assert module.batches_seen == 0

@@ -350,8 +350,12 @@ class SRGANModule(pl.LightningModule):
         metric, note = lpips_metric(self.eval_lpips, self.eval_lpips_weights)
         for m in means:
             m.lpips = metric
-        if metric is None and self.trainer.is_global_zero:
-            print(f"salightning: validation {note}; give model.eval_lpips_weights, or model.eval_lpips: null", file=sys.stderr, flush=True)
+        if metric is None:
+            # Refused now rather than at the first validation's end, where ModelCheckpoint would stop.
+            if any(getattr(cb, "monitor", None) == "val/lpips" for cb in self.trainer.callbacks):
+                raise ValueError(f"a callback monitors val/lpips but {note}; give model.eval_lpips_weights or monitor val/psnr")
+            if self.trainer.is_global_zero:
+                print(f"salightning: validation {note}; give model.eval_lpips_weights, or model.eval_lpips: null", file=sys.stderr, flush=True)
 
     def _evaluate(self, batch: dict[str, Any], prefix: str) -> Tensor:
         lr, hr = batch["lr"], batch["hr"]
