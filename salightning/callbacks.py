@@ -197,12 +197,47 @@ class LastCheckpoint(pl.Callback):
 
 
 class RunSummary(pl.Callback):
-    """Print where a finished run left its checkpoints, sample images and metrics."""
+    """Print where a finished run left its checkpoints, sample images and metrics, and, with an
+    automatic beta2, the SA share of the generator loss it held (mean of ``train/sa_share`` over
+    the batches trained after beta2 was set)."""
+
+    def __init__(self) -> None:
+        self._share_sum: Tensor | float = 0.0
+        self._share_count = 0
+        self._share_set = False
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+        balance = getattr(pl_module, "sa_balance", None)
+        self._share_set = balance is not None and balance.mode != "fixed" and balance.calibrated
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+        share = trainer.callback_metrics.get("train/sa_share")
+        if self._share_set and share is not None:
+            self._share_sum = self._share_sum + share.detach()  # a device tensor: no host sync per batch
+            self._share_count += 1
+
+    def _share_line(self, pl_module: pl.LightningModule) -> str | None:
+        balance = getattr(pl_module, "sa_balance", None)
+        if balance is None or balance.mode == "fixed":
+            return None
+        if not balance.calibrated:
+            return (
+                f"  SA share held   : none, beta2 was never set ({balance.count} of {balance.calibration_batches} "
+                "calibration batches ran)"
+            )
+        held = f"{float(self._share_sum) / self._share_count:.3f} mean over {self._share_count} batches" if self._share_count else "not measured"
+        return (
+            f"  SA share held   : {held} (target {balance.target_share:.3f}, sa_beta_mode {balance.mode}, "
+            f"beta2 {float(pl_module.pixel_loss.beta2):.4g})"
+        )
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.is_global_zero:
             return
         lines = ["", "salightning: run finished"]
+        share = self._share_line(pl_module)
+        if share is not None:
+            lines.append(share)
         for ckpt in trainer.checkpoint_callbacks:
             path = getattr(ckpt, "best_model_path", "")
             if path and getattr(ckpt, "monitor", None):

@@ -25,6 +25,7 @@ states and the W&B run id are saved by callbacks (:mod:`salightning.callbacks`).
 from __future__ import annotations
 
 import logging
+import math
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -424,7 +425,22 @@ class SRGANModule(pl.LightningModule):
         if message is not None:
             rank_zero_warn(message)
 
+    def planned_batches(self) -> int | None:
+        """Training batches this fit will run in all (resumed ones included): the least of
+        ``max_batches``, ``trainer.max_steps`` (2 optimizer steps per GAN batch) and
+        ``max_epochs`` full epochs; None when none of them bounds the run."""
+        trainer = self.trainer
+        limits = [] if self.max_batches is None else [self.max_batches]
+        if trainer.max_steps is not None and trainer.max_steps >= 0:
+            limits.append(trainer.max_steps // (2 if self.is_gan else 1))
+        if trainer.max_epochs is not None and trainer.max_epochs >= 0 and math.isfinite(trainer.num_training_batches):
+            limits.append(trainer.max_epochs * int(trainer.num_training_batches))
+        return min(limits) if limits else None
+
     def on_train_start(self) -> None:
+        message = self.sa_balance.fit_to_run(self.planned_batches())
+        if message is not None and self.trainer.is_global_zero:
+            print(message, file=sys.stderr, flush=True)
         if self.max_batches is not None and self.batches_seen >= self.max_batches:
             log.warning("max_batches=%d already reached (batch %d): nothing to train", self.max_batches, self.batches_seen)
             self.trainer.should_stop = True
