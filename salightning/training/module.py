@@ -34,7 +34,7 @@ from typing import Any, Literal
 import pytorch_lightning as pl
 from pytorch_lightning.cli import OptimizerCallable
 import torch
-from pytorch_lightning.utilities import rank_zero_warn
+from pytorch_lightning.utilities import rank_zero_only, rank_zero_warn
 from torch import Tensor, nn
 from torch.optim import Adam, Optimizer
 from torch.optim.lr_scheduler import MultiStepLR
@@ -43,7 +43,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 import salightning
 from salightning.checks import check_at_least, check_factory_lr, check_fraction, check_optimizer_lr, check_positive
 from salightning.losses import AdversarialLoss, SAPixelLoss
-from salightning.checkpoints import load_pretrained
+from salightning.checkpoints import load_pretrained_generator
 from salightning.metrics import lpips_metric
 from salightning.tiling import check_tiling, tiled_forward
 from salightning.models import constructor_config, generator_spec
@@ -70,6 +70,12 @@ def resolve_package_path(path: str, option: str) -> Path:
     if not p.is_file():
         raise FileNotFoundError(f"{option}: file {str(p)!r} does not exist")
     return p
+
+
+@rank_zero_only
+def rank_zero_info_line(line: str) -> None:
+    """Print ``line`` to stderr once per run (global rank 0)."""
+    print(line, file=sys.stderr, flush=True)
 
 
 def default_adam(params: Iterable) -> Optimizer:
@@ -105,6 +111,8 @@ class SRGANModule(pl.LightningModule):
 
     Args:
         generator: maps ``lr`` to ``sr`` (B, C, H, W); see :func:`~salightning.models.generator_spec`.
+            None: the generator recorded in ``pretrained_generator`` (a checkpoint of stage 1), its
+            class and arguments included (classes of salightning only).
         pixel_loss: the (SA) pixel loss, eq. 8/9 (plain, ``beta2=0``) or eq. 12/13 (SA).
         discriminator: maps (B, C, H, W) to logits (B, 1). ``None`` selects stage 1.
         adversarial_loss: GAN loss (vanilla eq. 14, relativistic, hinge, LS); stage 2 only.
@@ -123,6 +131,7 @@ class SRGANModule(pl.LightningModule):
             Default mode: "calibrate" when ``sa_target_share`` is set, else "fixed".
         pretrained_generator: checkpoint to initialise the generator from; ``package:...``
             names a file shipped inside salightning (``package:assets/quickstart_psnr_x4.pth``).
+            A line says what was loaded (tensors, EMA or not, the generator and its arguments).
         grad_clip_norm: clip each network's gradient norm to this value.
         max_nonfinite_in_a_row: non-finite losses skip their batch; this many in a row stop the run.
         max_batches: stop after this many training batches (``max_steps`` counts optimizer steps).
@@ -140,7 +149,7 @@ class SRGANModule(pl.LightningModule):
 
     def __init__(
         self,
-        generator: nn.Module,
+        generator: nn.Module | None = None,
         pixel_loss: SAPixelLoss | None = None,
         discriminator: nn.Module | None = None,
         adversarial_loss: AdversarialLoss | None = None,
@@ -177,6 +186,12 @@ class SRGANModule(pl.LightningModule):
         if mode != "fixed" and (pixel_loss is None or pixel_loss.edge_extractor is None):
             raise ValueError(f"sa_target_share (sa_beta_mode {mode!r}) needs a pixel_loss with an edge_extractor (the SA part to balance)")
         self.nonfinite_guard = NonFiniteGuard(max_nonfinite_in_a_row)
+        if pretrained_generator is not None:
+            path = resolve_package_path(pretrained_generator, "pretrained_generator")
+            generator, note = load_pretrained_generator(path, generator, option="model.pretrained_generator")
+            rank_zero_info_line(note)
+        elif generator is None:
+            raise ValueError("model.generator is required (or model.pretrained_generator naming a checkpoint of `salightning fit`, whose generator is rebuilt)")
         self.spec = generator_spec(generator)
 
         self.generator = generator
@@ -193,8 +208,6 @@ class SRGANModule(pl.LightningModule):
         self.eval_lpips, self.eval_lpips_weights = eval_lpips, eval_lpips_weights
         self.channels_last = channels_last
         self.compile_generator = compile_generator
-        if pretrained_generator is not None:
-            load_pretrained(self.generator, resolve_package_path(pretrained_generator, "pretrained_generator"))
         self.generator_ema: AveragedModel | None = None
         if ema_decay is not None:
             self.generator_ema = AveragedModel(self.generator, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
