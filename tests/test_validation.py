@@ -42,7 +42,7 @@ def test_validation_logs_lpips_ms_ssim_and_vif_when_the_lpips_weights_are_given(
     for name in ("val/psnr", "val/ssim", "val/lpips", "val/ms_ssim", "val/edge_psnr", "val/loss"):
         assert name in metrics and torch.isfinite(torch.tensor(metrics[name])), (name, metrics)
     assert "val/vif" not in metrics  # 32x32 patches less the border: smaller than VIF's 41x41
-    assert "LPIPS: not computed" not in capsys.readouterr().err
+    assert "LPIPS not computed" not in capsys.readouterr().err
     assert not any("lpips" in key for key in module.state_dict())  # never in checkpoints
 
 
@@ -52,12 +52,16 @@ def test_validation_without_lpips_weights_says_so_in_one_line(tmp_path, patch_lo
     metrics = make_trainer(tmp_path).validate(make_module(stage=1), val, verbose=False)[0]
     assert "val/lpips" not in metrics and "val/psnr" in metrics
     notes = [line for line in capsys.readouterr().err.splitlines() if "LPIPS" in line]
-    assert len(notes) == 1 and "not computed" in notes[0] and "model.eval_lpips" in notes[0], notes
+    assert len(notes) == 1 and "LPIPS not computed: no alexnet ImageNet weights at" in notes[0], notes
+    assert "alexnet-owt-7be5be79.pth" in notes[0] and "model.eval_lpips_weights" in notes[0], notes
 
 
-def test_bad_eval_tile_names_the_option():
+def test_bad_eval_options_name_the_option(tmp_path, patch_loaders):
     with pytest.raises(ValueError, match="model.eval_tile"):
         make_module(stage=1, eval_tile=16, eval_tile_overlap=16)
+    module = make_module(stage=1, eval_lpips_weights=str(tmp_path / "missing.pth"))
+    with pytest.raises(FileNotFoundError, match="model.eval_lpips_weights: file .*missing.pth"):
+        make_trainer(tmp_path).validate(module, patch_loaders[1], verbose=False)
 
 
 def test_tiled_validation_of_a_large_image_stays_within_a_hundredth_of_a_db(tmp_path, photos):
@@ -108,6 +112,6 @@ def test_monitoring_lpips_without_its_weights_is_refused_before_training(tmp_pat
     train, val = patch_loaders
     trainer = make_trainer(tmp_path, callbacks=[ModelCheckpoint(dirpath=tmp_path / "ckpt", monitor="val/lpips", mode="min")], enable_checkpointing=True)
     module = make_module(stage=1)
-    with pytest.raises(ValueError, match="monitors val/lpips but LPIPS: not computed"):
+    with pytest.raises(ValueError, match="monitors val/lpips but validation LPIPS not computed"):
         trainer.fit(module, train, val)
     assert module.batches_seen == 0

@@ -44,13 +44,14 @@ import salightning
 from salightning.checks import check_at_least, check_factory_lr, check_fraction, check_optimizer_lr, check_positive
 from salightning.losses import AdversarialLoss, SAPixelLoss
 from salightning.checkpoints import load_pretrained_generator
-from salightning.metrics import lpips_metric
+from salightning.metrics import LPIPS_BACKBONES, lpips_metric
 from salightning.tiling import check_tiling, tiled_forward
 from salightning.models import constructor_config, generator_spec
 from salightning.training.balance import BetaMode, SABalance
 from salightning.training.evaluation import EvaluationMeans, naming_images
 from salightning.training.guard import NonFiniteGuard
 from salightning.training.objective import GeneratorObjective, discriminator_input
+from salightning.weights import TORCHVISION_FILES, torchvision_cache_dir
 
 __all__ = ["SRGANModule"]
 
@@ -244,7 +245,7 @@ class SRGANModule(pl.LightningModule):
 
     def setup(self, stage: str) -> None:
         if stage in ("fit", "validate", "test"):
-            self._set_up_lpips()
+            self._set_up_lpips(stage)
         if self.channels_last:
             self.to(memory_format=torch.channels_last)
         if self.compile_generator and stage == "fit":
@@ -356,20 +357,23 @@ class SRGANModule(pl.LightningModule):
         self.log_dict(scalars, on_step=True, on_epoch=False, batch_size=batch_size)
         self.log("train/loss", total.detach(), on_step=True, on_epoch=False, prog_bar=True, batch_size=batch_size)
 
-    def _set_up_lpips(self) -> None:
+    def _set_up_lpips(self, stage: str) -> None:
         """Give the evaluation means the LPIPS metric once (it is kept out of checkpoints), or say why not."""
         means = list(self.eval_metrics.values())
         if self.eval_lpips is None or any(m.lpips is not None for m in means):
             return
-        metric, note = lpips_metric(self.eval_lpips, self.eval_lpips_weights)
+        if self.eval_lpips_weights is not None:
+            resolve_package_path(self.eval_lpips_weights, "model.eval_lpips_weights")  # a named file must exist
+        metric, _ = lpips_metric(self.eval_lpips, self.eval_lpips_weights)
         for m in means:
             m.lpips = metric
         if metric is None:
+            arch = LPIPS_BACKBONES[self.eval_lpips]
+            note = f"validation LPIPS not computed: no {arch} ImageNet weights at {torchvision_cache_dir() / TORCHVISION_FILES[arch]}"
             # Refused now rather than at the first validation's end, where ModelCheckpoint would stop.
-            if any(getattr(cb, "monitor", None) == "val/lpips" for cb in self.trainer.callbacks):
-                raise ValueError(f"a callback monitors val/lpips but {note}; give model.eval_lpips_weights or monitor val/psnr")
-            if self.trainer.is_global_zero:
-                print(f"salightning: validation {note}; give model.eval_lpips_weights, or model.eval_lpips: null", file=sys.stderr, flush=True)
+            if stage == "fit" and any(getattr(cb, "monitor", None) == "val/lpips" for cb in self.trainer.callbacks):
+                raise ValueError(f"a callback monitors val/lpips but {note}; put the file there, give model.eval_lpips_weights, or monitor val/psnr")
+            rank_zero_info_line(f"salightning: {note}; put the file there, give model.eval_lpips_weights, or set model.eval_lpips: null")
 
     def _evaluate(self, batch: dict[str, Any], prefix: str) -> Tensor:
         lr, hr = batch["lr"], batch["hr"]
@@ -452,8 +456,8 @@ class SRGANModule(pl.LightningModule):
 
     def on_train_start(self) -> None:
         message = self.sa_balance.fit_to_run(self.planned_batches())
-        if message is not None and self.trainer.is_global_zero:
-            print(message, file=sys.stderr, flush=True)
+        if message is not None:
+            rank_zero_info_line(message)
         if self.max_batches is not None and self.batches_seen >= self.max_batches:
             log.warning("max_batches=%d already reached (batch %d): nothing to train", self.max_batches, self.batches_seen)
             self.trainer.should_stop = True
