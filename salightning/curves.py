@@ -14,6 +14,7 @@ import math
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 __all__ = ["CURVES_FILE", "PANELS", "metrics_files", "read_metrics", "plot_run", "plot_metrics", "main", "add_arguments"]
 
@@ -153,13 +154,13 @@ def plot_metrics(files: Sequence[Path], output: Path, title: str = "") -> Path:
     return output
 
 
-def add_arguments(parser) -> None:
+def add_arguments(parser: Any) -> None:
     """The options of ``salightning plot``."""
     parser.add_argument("run_dir", type=str, help="a run folder (runs/<experiment>/version_N) with logs/metrics.csv")
     parser.add_argument("--output", type=str, default=None, help=f"the PNG (default RUN_DIR/{CURVES_FILE})")
 
 
-def main(args) -> Path:
+def main(args: Any) -> Path:
     """``salightning plot RUN_DIR``: write the curves PNG and print its path."""
     try:
         path = plot_run(args.run_dir, args.output)
