@@ -115,3 +115,14 @@ def test_monitoring_lpips_without_its_weights_is_refused_before_training(tmp_pat
     with pytest.raises(ValueError, match="monitors val/lpips but validation LPIPS not computed"):
         trainer.fit(module, train, val)
     assert module.batches_seen == 0
+
+
+def test_building_lpips_leaves_the_random_stream_of_training_alone(tmp_path):
+    module = make_module(stage=1, eval_lpips_weights=str(_random_alexnet_file(tmp_path)))
+    module.trainer = make_trainer(tmp_path)
+    torch.manual_seed(7)
+    module.setup("fit")
+    assert module.eval_metrics["val"].lpips is not None
+    drawn = torch.rand(3)
+    torch.manual_seed(7)
+    assert torch.equal(drawn, torch.rand(3))

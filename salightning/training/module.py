@@ -364,7 +364,8 @@ class SRGANModule(pl.LightningModule):
             return
         if self.eval_lpips_weights is not None:
             resolve_package_path(self.eval_lpips_weights, "model.eval_lpips_weights")  # a named file must exist
-        metric, _ = lpips_metric(self.eval_lpips, self.eval_lpips_weights)
+        with torch.random.fork_rng(devices=[]):  # lpips initialises random layers first: training must not depend on it
+            metric, _ = lpips_metric(self.eval_lpips, self.eval_lpips_weights)
         for m in means:
             m.lpips = metric
         if metric is None:
