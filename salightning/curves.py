@@ -136,7 +136,7 @@ def plot_metrics(files: Sequence[Path], output: Path, title: str = "") -> Path:
             twin.plot(steps, values, label=name, color=f"C{len(left) + i}", linestyle="--", linewidth=1,
                       marker="o" if len(steps) < 30 else None, markersize=3)
         ax.set_title(heading, fontsize=10)
-        ax.set_xlabel("step (trainer.global_step)")
+        ax.set_xlabel("training batch")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
         handles, labels = ax.get_legend_handles_labels()
