@@ -65,9 +65,9 @@ def make_panel(lr: Tensor, sr: Tensor, hr: Tensor, edge_map: Tensor | None, name
         columns.append(edge_map.float().expand_as(hr))
     rows = list(torch.cat(columns, dim=-1).clamp(0, 1))  # N x (C, H, K*W)
     if labels:
-        titles = [f"LR x{hr.shape[-1] // lr.shape[-1]}", "SR", "HR", "W(HR)"][: len(columns)]
+        titles = [f"LR(x{hr.shape[-1] // lr.shape[-1]})", "SR", "HR", "W(HR)"][: len(columns)]
         rows = [
-            torch.cat([_label_strip([f"{titles[0]} {names[i]}" if names else titles[0], *titles[1:]], hr.shape[-1], hr.shape[1]), row], dim=-2)
+            torch.cat([_label_strip([f"{titles[0]}: {names[i]}" if names else titles[0], *titles[1:]], hr.shape[-1], hr.shape[1]), row], dim=-2)
             for i, row in enumerate(rows)
         ]
     return torch.cat(rows, dim=-2)

@@ -128,8 +128,8 @@ def plot_metrics(files: Sequence[Path], output: Path, title: str = "") -> Path:
         for name in left:
             steps, values = series[name]
             ax.plot(steps, values, label=name, marker="o" if len(steps) < 30 else None, markersize=3, linewidth=1)
-        if log and left and all(v > 0 for name in left for v in series[name][1]):
-            ax.set_yscale("log")
+        if log and any(v > 0 for name in left for v in series[name][1]):
+            ax.set_yscale("log", nonpositive="mask")  # terms that start at 0 (beta2 before calibration) are left out
         twin = ax.twinx() if right else None
         for i, name in enumerate(right):
             steps, values = series[name]
