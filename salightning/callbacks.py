@@ -1,6 +1,6 @@
 """Callbacks: validation image panels (LR | SR | HR | W), ``last.ckpt`` kept fresh (every N
-batches and on SIGTERM / SIGINT), an end-of-run summary, and the RNG states and W&B run id
-kept in checkpoints.
+batches and on SIGTERM / SIGINT), the run's curves PNG, an end-of-run summary, and the RNG
+states and W&B run id kept in checkpoints.
 
 Every callback is safe under DDP: collectives run on all ranks, files are written by rank 0."""
 
@@ -26,16 +26,36 @@ def _run_dir(trainer: pl.Trainer) -> Path:
     return Path(trainer.default_root_dir)
 
 
-def make_panel(lr: Tensor, sr: Tensor, hr: Tensor, edge_map: Tensor | None) -> Tensor:
-    """One row per image: LR (nearest-upsampled to HR size) | SR | HR | W(hr).
+#: Height in pixels of the strip of column labels above each panel row.
+LABEL_HEIGHT = 14
+
+
+def _label_strip(texts: list[str], column_width: int, channels: int) -> Tensor:
+    """(channels, LABEL_HEIGHT, len(texts) * column_width): white labels on black, one per column."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    strip = Image.new("L", (column_width * len(texts), LABEL_HEIGHT), 0)
+    draw = ImageDraw.Draw(strip)
+    fits = max(2, (column_width - 4) // 6)  # PIL's default bitmap font: about 6 pixels a character
+    for i, text in enumerate(texts):
+        draw.text((i * column_width + 3, 1), text if len(text) <= fits else text[: fits - 1] + "~", fill=255)
+    return torch.from_numpy(np.asarray(strip).copy()).float().div(255).expand(channels, -1, -1)
+
+
+def make_panel(lr: Tensor, sr: Tensor, hr: Tensor, edge_map: Tensor | None, names: list[str] | None = None, labels: bool = True) -> Tensor:
+    """One row per image: LR (nearest-upsampled to HR size) | SR | HR | W(hr), each row under a
+    strip naming its columns (and the image).
 
     Args:
         lr: (N, C, h, w) or (N, T, C, H, W) (the centre frame is shown).
         sr, hr: (N, C, H, W) in [0, 1].
         edge_map: (N, C, H, W) in [0, 1] or None (column omitted).
+        names: the N image names shown in the LR column's label.
+        labels: put the label strip above each row.
 
     Returns:
-        (C, N*H, K*W) image in [0, 1], K = 3 or 4 columns.
+        (C, N*(H+L), K*W) image in [0, 1], K = 3 or 4 columns, L = :data:`LABEL_HEIGHT` (0 without labels).
     """
     if lr.ndim == 5:
         lr = lr[:, lr.shape[1] // 2]
@@ -43,12 +63,19 @@ def make_panel(lr: Tensor, sr: Tensor, hr: Tensor, edge_map: Tensor | None) -> T
     columns = [lr_up, sr.float(), hr.float()]
     if edge_map is not None:
         columns.append(edge_map.float().expand_as(hr))
-    rows = torch.cat(columns, dim=-1)  # (N, C, H, K*W)
-    return torch.cat(list(rows.clamp(0, 1)), dim=-2)
+    rows = list(torch.cat(columns, dim=-1).clamp(0, 1))  # N x (C, H, K*W)
+    if labels:
+        titles = [f"LR(x{hr.shape[-1] // lr.shape[-1]})", "SR", "HR", "W(HR)"][: len(columns)]
+        rows = [
+            torch.cat([_label_strip([f"{titles[0]}: {names[i]}" if names else titles[0], *titles[1:]], hr.shape[-1], hr.shape[1]), row], dim=-2)
+            for i, row in enumerate(rows)
+        ]
+    return torch.cat(rows, dim=-2)
 
 
 class ValidationPanels(pl.Callback):
-    """Save LR | SR | HR | W panels of the first validation images after each validation epoch.
+    """Save LR | SR | HR | W panels of the first validation images after each validation epoch,
+    each row under a strip naming its columns and the image.
 
     PNGs go to ``<run dir>/samples/epoch{E}_batch{B}.png``; with a ``WandbLogger`` the panel is
     also logged as ``val/panels`` (the same fixed images every epoch, so progress is comparable).
@@ -80,7 +107,9 @@ class ValidationPanels(pl.Callback):
         hr = batch["hr"][:take]
         self._count += hr.shape[0]
         edge_map = pl_module.pixel_loss.edge_map(hr) if hasattr(pl_module, "pixel_loss") else None
-        self._rows.append(make_panel(batch["lr"][:take], outputs[:take], hr, edge_map).cpu())
+        names = batch.get("name")
+        names = [names] if isinstance(names, str) else list(names[:take]) if names is not None else None
+        self._rows.append(make_panel(batch["lr"][:take], outputs[:take], hr, edge_map, names).cpu())
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not self._rows or not trainer.is_global_zero:
@@ -220,12 +249,47 @@ class TensorFloat32(pl.Callback):
 
 
 class RunSummary(pl.Callback):
-    """Print where a finished run left its checkpoints, sample images and metrics."""
+    """Print where a finished run left its checkpoints, sample images and metrics, and, with an
+    automatic beta2, the SA share of the generator loss it held (mean of ``train/sa_share`` over
+    the batches trained after beta2 was set)."""
+
+    def __init__(self) -> None:
+        self._share_sum: Tensor | float = 0.0
+        self._share_count = 0
+        self._share_set = False
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+        balance = getattr(pl_module, "sa_balance", None)
+        self._share_set = balance is not None and balance.mode != "fixed" and balance.calibrated
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+        share = trainer.callback_metrics.get("train/sa_share")
+        if self._share_set and share is not None:
+            self._share_sum = self._share_sum + share.detach()  # a device tensor: no host sync per batch
+            self._share_count += 1
+
+    def _share_line(self, pl_module: pl.LightningModule) -> str | None:
+        balance = getattr(pl_module, "sa_balance", None)
+        if balance is None or balance.mode == "fixed":
+            return None
+        if not balance.calibrated:
+            return (
+                f"  SA share held   : none, beta2 was never set ({balance.count} of {balance.calibration_batches} "
+                "calibration batches ran)"
+            )
+        held = f"{float(self._share_sum) / self._share_count:.3f} mean over {self._share_count} batches" if self._share_count else "not measured"
+        return (
+            f"  SA share held   : {held} (target {balance.target_share:.3f}, sa_beta_mode {balance.mode}, "
+            f"beta2 {float(pl_module.pixel_loss.beta2):.4g})"
+        )
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.is_global_zero:
             return
         lines = ["", "salightning: run finished"]
+        share = self._share_line(pl_module)
+        if share is not None:
+            lines.append(share)
         for ckpt in trainer.checkpoint_callbacks:
             path = getattr(ckpt, "best_model_path", "")
             if path and getattr(ckpt, "monitor", None):
@@ -238,6 +302,8 @@ class RunSummary(pl.Callback):
         for cb in trainer.callbacks:
             if isinstance(cb, ValidationPanels) and cb.last_path is not None:
                 lines.append(f"  sample images   : {cb.last_path.parent.resolve()}")
+            if isinstance(cb, TrainingCurves) and cb.path is not None:
+                lines.append(f"  curves          : {cb.path.resolve()}")
         for logger in trainer.loggers:
             if isinstance(logger, pl.loggers.CSVLogger):
                 lines.append(f"  metrics (CSV)   : {Path(logger.log_dir).resolve() / 'metrics.csv'}")
@@ -247,6 +313,59 @@ class RunSummary(pl.Callback):
         if metrics:
             lines.append("  last validation : " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items())))
         print("\n".join(lines), flush=True)
+
+
+class TrainingCurves(pl.Callback):
+    """Write the run's curves (:func:`salightning.curves.plot_metrics`: losses, SA share and beta2,
+    learning rates, validation metrics) to ``<run dir>/curves.png`` when training ends, from the
+    ``metrics.csv`` of the run's CSV loggers. ``salightning fit`` adds it to every run.
+
+    Short runs get training rows: when ``trainer.log_every_n_steps`` would give fewer than
+    ``min_rows`` of them, it is lowered (with a line saying so).
+
+    Args:
+        min_rows: the fewest training rows a run of known length logs.
+    """
+
+    def __init__(self, min_rows: int = 20) -> None:
+        if isinstance(min_rows, bool) or not isinstance(min_rows, int) or min_rows < 1:
+            raise ValueError(f"min_rows must be an integer >= 1, got {min_rows!r}")
+        self.min_rows = min_rows
+        self.path: Path | None = None
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        planned = pl_module.planned_batches() if hasattr(pl_module, "planned_batches") else None
+        every = trainer.log_every_n_steps
+        if planned is None or every <= 1 or planned // every >= self.min_rows:
+            return
+        trainer.log_every_n_steps = max(1, planned // self.min_rows)
+        if trainer.is_global_zero:
+            print(
+                f"salightning: training rows every {trainer.log_every_n_steps} batches (trainer.log_every_n_steps={every} "
+                f"would log {planned // every} of this run's {planned} batches)",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        files = []
+        for logger in trainer.loggers:
+            if isinstance(logger, pl.loggers.CSVLogger):
+                logger.save()  # rows still buffered
+                files.append(Path(logger.log_dir) / "metrics.csv")
+        files = [f for f in files if f.is_file()]
+        if not files:
+            return
+        from salightning.curves import CURVES_FILE, plot_metrics
+
+        try:
+            self.path = plot_metrics(files, _run_dir(trainer) / CURVES_FILE, str(_run_dir(trainer).resolve()))
+        except ModuleNotFoundError:
+            print("salightning: no curves.png: matplotlib is not installed (pip install matplotlib)", file=sys.stderr, flush=True)
+        except ValueError:
+            pass  # nothing logged yet (e.g. stopped before the first row)
 
 
 def rng_states() -> dict[str, Any]:

@@ -57,6 +57,7 @@ __all__ = [
     "load_checkpoint_file",
     "load_generator",
     "load_pretrained",
+    "load_pretrained_generator",
     "load_state_dict_file",
     "partial_path",
     "record_wandb_run_id",
@@ -65,6 +66,7 @@ __all__ = [
     "unwrap_state_dict",
     "verify_checksum",
     "wandb_run_id",
+    "weights_origin",
     "with_checksum",
 ]
 
@@ -365,7 +367,11 @@ def load_pretrained(model: nn.Module, path: str | os.PathLike, strict: bool = Tr
             unexpected or differently shaped tensors, with the network's ``checkpoint_hints``
             (e.g. RRDBNet's ``scale`` / ``num_blocks``) where it explains the difference.
     """
-    raw = load_state_dict_file(path)
+    return _fill(model, load_state_dict_file(path), path, strict, prefix)
+
+
+def _fill(model: nn.Module, raw: Mapping[str, Any], path: str | os.PathLike, strict: bool, prefix: str) -> nn.Module:
+    """:func:`load_pretrained` with the file already read (``raw``)."""
     try:
         state = unwrap_state_dict(raw, prefix)
         state = model.checkpoint_filter(state) if hasattr(model, "checkpoint_filter") else state
@@ -388,6 +394,58 @@ def load_pretrained(model: nn.Module, path: str | os.PathLike, strict: bool = Tr
         raise ValueError(f"cannot load {str(path)!r} into {type(model).__name__}: " + "; ".join([*hints, *problems]))
     model.load_state_dict(state, strict=strict)
     return model
+
+
+def weights_origin(raw: Mapping[str, Any], prefix: str = GENERATOR_PREFIX) -> str:
+    """Which weights of a file :func:`unwrap_state_dict` takes (its default ``use_ema``), in words:
+    e.g. "the EMA generator of a salightning checkpoint", "BasicSR's params_ema (EMA)"."""
+    if "params_ema" in raw:
+        return "BasicSR's params_ema (EMA)"
+    if "params" in raw:
+        return "BasicSR's params (no EMA)"
+    if "state_dict" in raw:
+        ema = prefix == GENERATOR_PREFIX and any(k.startswith(EMA_PREFIX) for k in raw["state_dict"])
+        return f"the {'EMA generator' if ema else 'generator (no EMA)'} of a Lightning checkpoint"
+    return "a plain state dict"
+
+
+def load_pretrained_generator(
+    path: str | os.PathLike, generator: nn.Module | None = None, trusted_modules: Sequence[str] = (), option: str = "pretrained_generator"
+) -> tuple[nn.Module, str]:
+    """The generator a run starts from, and a line saying what was loaded.
+
+    With ``generator``, the file's weights are loaded into it (:func:`load_pretrained`, strict).
+    Without, the generator recorded in the salightning checkpoint ``path`` (its class and
+    arguments, :func:`generator_config`) is built, trusted classes only
+    (:func:`check_trusted_classes`), and filled: stages chain without repeating the settings.
+    The line names the file, which of its weights (EMA or not, :func:`weights_origin`), how many
+    tensors and their top-level modules, and the generator with its arguments.
+
+    Raises:
+        ValueError: naming ``option`` and the file: weights that do not fit, an untrusted class,
+            or no ``generator`` and a file that records none (a plain state dict or BasicSR file).
+    """
+    raw = load_state_dict_file(path)
+    built = generator is None
+    if built:
+        try:
+            config = generator_config(raw, path)
+        except NotACheckpointError:
+            raise ValueError(
+                f"model.generator is not given and {option} {str(path)!r} records no generator (a plain state dict or a "
+                "BasicSR file, not a checkpoint of `salightning fit`): give model.generator (class_path and init_args)"
+            ) from None
+        generator = build_generator(config, path, trusted_modules)
+    _fill(generator, raw, path, strict=True, prefix=GENERATOR_PREFIX)
+    keys = list(generator.state_dict())
+    modules = list(dict.fromkeys(k.split(".", 1)[0] for k in keys))
+    into = type(generator).__name__
+    if built:
+        into += "(" + ", ".join(f"{k}={v!r}" for k, v in (config.get("init_args") or {}).items()) + "), class and arguments from the checkpoint"
+    return generator.train(), (
+        f"salightning: {option}: {len(keys)} tensors ({', '.join(modules[:8])}{', ...' if len(modules) > 8 else ''}) from "
+        f"{weights_origin(raw)} {str(path)!r} into {into}"
+    )
 
 
 def record_wandb_run_id(checkpoint: dict[str, Any], run_id: str) -> None:

@@ -31,7 +31,7 @@ from pytorch_lightning import LightningDataModule, Trainer
 from pytorch_lightning.cli import LightningCLI, SaveConfigCallback
 from pytorch_lightning.loggers import WandbLogger as LightningWandbLogger
 
-from salightning.callbacks import LastCheckpoint, RNGStates, WandbRunId
+from salightning.callbacks import LastCheckpoint, RNGStates, TrainingCurves, WandbRunId
 from salightning.checkpoint_io import SafeCheckpointIO
 from salightning.checkpoints import NonFiniteCheckpointError, check_trusted_classes, class_paths, load_checkpoint_file, wandb_run_id
 from salightning.paths import check_output_not_inside
@@ -159,9 +159,9 @@ class SALightningCLI(LightningCLI):
                 logger.init_args.save_dir = os.environ["WANDB_DIR"] if wandb and os.environ.get("WANDB_DIR") else str(run_dir)
             check_output_not_inside(inputs, logger.init_args.save_dir, f"{logger.class_path.rpartition('.')[2]} save_dir")
         if not any(_is_subclass(lg, "pytorch_lightning.loggers.CSVLogger") for lg in loggers):
-            # A local metrics file beside any tracker, one folder per command (a resumed run keeps the
-            # earlier metrics.csv); first, so that trainer.log_dir (config.yaml) is that folder too.
-            csv = Namespace(class_path="pytorch_lightning.loggers.CSVLogger", init_args=Namespace(save_dir=str(run_dir), name="logs"))
+            # A local metrics file beside any tracker, <run>/logs/metrics.csv, continued by a resume;
+            # first, so that trainer.log_dir (config.yaml) is that folder too.
+            csv = Namespace(class_path="salightning.loggers.CSVLogger", init_args=Namespace(save_dir=str(run_dir), name="logs"))
             loggers = [csv, *loggers]
         trainer.logger = loggers
 
@@ -180,8 +180,9 @@ class SALightningCLI(LightningCLI):
         if type(strategy.checkpoint_io) is TorchCheckpointIO:
             strategy.checkpoint_io = SafeCheckpointIO()
         if self.subcommand == "fit":
-            # LastCheckpoint: SIGTERM / SIGINT give a checkpoint and a non-zero exit; RNGStates: bit-exact resume.
-            for kind in (LastCheckpoint, RNGStates, WandbRunId):
+            # LastCheckpoint: SIGTERM / SIGINT give a checkpoint and a non-zero exit; RNGStates: bit-exact resume;
+            # TrainingCurves: curves.png in the run folder.
+            for kind in (LastCheckpoint, RNGStates, WandbRunId, TrainingCurves):
                 if not any(isinstance(cb, kind) for cb in trainer.callbacks):
                     trainer.callbacks.append(kind())
         for callback in trainer.callbacks:
@@ -225,7 +226,7 @@ class SALightningCLI(LightningCLI):
         if size and is_global_rank_zero():
             print(
                 f"salightning: validation/test metrics on the centre {size}x{size} HR crop of each image (data.eval_patch_size, "
-                "set for the discriminator's input); `salightning evaluate` and data.eval_patch_size: null score whole images",
+                "for speed); data.eval_patch_size: null scores whole images, as `salightning evaluate` does",
                 file=sys.stderr,
             )
 
@@ -375,6 +376,16 @@ def _export_main(argv: list[str]) -> None:
     print(f"wrote {export_checkpoint(args.ckpt_path, args.output, args.format, use_ema=not args.no_ema, trusted_modules=args.trust_module).resolve()}")
 
 
+def _plot_main(argv: list[str]) -> None:
+    from jsonargparse import ArgumentParser
+
+    from salightning.curves import add_arguments, main as plot_main
+
+    parser = ArgumentParser(prog="salightning plot", description="Draw a run's curves (losses, SA share and beta2, learning rates, validation metrics) as a PNG.")
+    add_arguments(parser)
+    plot_main(parser.parse_args(argv))
+
+
 def _has_config(argv: list[str]) -> bool:
     return any(a == "--config" or a.startswith("--config=") or a in ("-c", "--help", "-h") for a in argv)
 
@@ -388,6 +399,7 @@ COMMANDS = {
     "predict": "super-resolve an image, a folder of images or a video with a checkpoint or an export (tiled)",
     "export": "write a checkpoint's generator as a state dict, safetensors or ONNX",
     "degrade": "write (HR, LR) pairs as a config's degradation makes them for its generator (blind SR)",
+    "plot": "draw a run's curves (losses, SA share and beta2, learning rates, validation metrics) as RUN_DIR/curves.png",
 }
 LIGHTNING_COMMANDS = ("fit", "validate", "test")
 
@@ -424,6 +436,8 @@ def _run_command(argv: list[str], from_command_line: bool) -> None:
         from salightning.degradations.dump import main as degrade_main
 
         degrade_main(argv[1:])
+    elif command == "plot":
+        _plot_main(argv[1:])
     elif command == "evaluate":
         from salightning.evaluate import main as evaluate_main
 

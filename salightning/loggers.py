@@ -1,4 +1,5 @@
-"""Experiment tracking: Lightning's ``WandbLogger`` with defaults that never hang or fail.
+"""Experiment tracking: Lightning's ``WandbLogger`` with defaults that never hang or fail, and a
+``CSVLogger`` that keeps one ``metrics.csv`` per run across resumes.
 
     trainer:
       logger:
@@ -12,17 +13,21 @@ otherwise (everything is written under ``<save_dir>/wandb`` and uploaded later w
 
 from __future__ import annotations
 
+import csv
 import netrc
 import os
 import sys
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
+from lightning_fabric.loggers.logger import rank_zero_experiment
+from pytorch_lightning.loggers import CSVLogger as _LightningCSVLogger
 from pytorch_lightning.loggers import WandbLogger as _LightningWandbLogger
+from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 from pytorch_lightning.utilities import rank_zero_only
 
-__all__ = ["WandbLogger", "wandb_env_mode", "has_wandb_credentials"]
+__all__ = ["CSVLogger", "WandbLogger", "wandb_env_mode", "has_wandb_credentials"]
 
 _DEFAULT_HOST = "api.wandb.ai"
 
@@ -161,3 +166,58 @@ class WandbLogger(_LightningWandbLogger):
         if dropped_log_model:
             message += "; checkpoints stay local (log_model needs an online run)"
         print(f"salightning: {message}", file=sys.stderr, flush=True)
+
+
+class _AppendingWriter(ExperimentWriter):
+    """Lightning's CSV writer, but a ``metrics.csv`` already there is continued, not deleted.
+
+    Its columns are kept; its rows from the step the resumed run starts logging at on are
+    dropped at the first save: a killed run logged them after its last checkpoint, and the
+    resumed run logs those steps again."""
+
+    def __init__(self, log_dir: str) -> None:
+        self._resuming = False
+        super().__init__(log_dir)
+
+    def _check_log_dir_exists(self) -> None:
+        if not self._fs.isfile(self.metrics_file_path):
+            return
+        with self._fs.open(self.metrics_file_path, "r", newline="") as file:
+            self.metrics_keys = sorted(csv.DictReader(file).fieldnames or [])
+        self._resuming = bool(self.metrics_keys)
+
+    def save(self) -> None:
+        if self._resuming and self.metrics:
+            self._resuming = False
+            first = min(int(row["step"]) for row in self.metrics)
+            with self._fs.open(self.metrics_file_path, "r", newline="") as file:
+                kept = [row for row in csv.DictReader(file) if row.get("step") and int(float(row["step"])) < first]
+            with self._fs.open(self.metrics_file_path, "w", newline="") as file:
+                writer = csv.DictWriter(file, fieldnames=self.metrics_keys)
+                writer.writeheader()
+                writer.writerows(kept)
+        super().save()
+
+
+class CSVLogger(_LightningCSVLogger):
+    """Lightning's ``CSVLogger`` writing ``<save_dir>/<name>/metrics.csv`` (no ``version_N``
+    folders): a resumed run continues its run's file, so a run has one ``metrics.csv``
+    whatever its interruptions (see :class:`_AppendingWriter` for the rows a resume replaces).
+    ``salightning fit`` adds one (``<run>/logs/metrics.csv``) unless the config has a CSVLogger.
+
+    Args:
+        save_dir: the run folder.
+        name: sub-folder of the metrics file (also of ``hparams.yaml`` and the run's ``config.yaml``).
+        flush_logs_every_n_steps: write the file every this many logged steps.
+    """
+
+    def __init__(self, save_dir: str, name: str = "logs", flush_logs_every_n_steps: int = 100) -> None:
+        super().__init__(save_dir, name=name, version="", flush_logs_every_n_steps=flush_logs_every_n_steps)
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> Any:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _AppendingWriter(log_dir=self.log_dir)
+        return self._experiment

@@ -26,6 +26,7 @@ and without its network ever entering a checkpoint.
 
 from __future__ import annotations
 
+import os
 import re
 import warnings
 from collections.abc import Callable
@@ -48,8 +49,13 @@ __all__ = [
     "ssim",
     "edge_psnr",
     "flat_psnr",
+    "ms_ssim",
+    "ms_ssim_scales",
+    "vif",
+    "VIF_MIN_SIZE",
     "LPIPS",
     "LPIPS_BACKBONES",
+    "lpips_metric",
     "SRMetrics",
 ]
 
@@ -61,6 +67,10 @@ _SSIM_WINDOW = 11
 _SSIM_SIGMA = 1.5
 _SSIM_C1 = (0.01 * 255) ** 2
 _SSIM_C2 = (0.03 * 255) ** 2
+#: MS-SSIM's scale weights (Wang, Simoncelli & Bovik 2003), finest scale first.
+_MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
+#: VIF needs this many pixels per side (torchmetrics' 4-scale Gaussian pyramid).
+VIF_MIN_SIZE = 41
 
 
 # ---------------------------------------------------------------------------------- helpers
@@ -192,6 +202,69 @@ def ssim(sr: Tensor, hr: Tensor, crop_border: int = 0, y_channel: bool = False) 
     )
     # Channels have the same number of pixels, so the mean of per-channel means is the overall mean.
     return ssim_map.mean(dim=(1, 2, 3))
+
+
+def ms_ssim_scales(height: int, width: int) -> int:
+    """How many of MS-SSIM's 5 scales fit a ``height`` x ``width`` image (at least 1).
+
+    torchmetrics needs ``side // (n - 1)² > 10`` and ``side >= 2ⁿ`` for ``n`` scales: 5 scales
+    from 176 pixels, 4 from 99, 3 from 44, 2 from 11."""
+    for n in range(len(_MS_SSIM_WEIGHTS), 1, -1):
+        if all(side // (n - 1) ** 2 > _SSIM_WINDOW - 1 and side >= 2**n for side in (height, width)):
+            return n
+    return 1
+
+
+def ms_ssim(sr: Tensor, hr: Tensor, crop_border: int = 0, y_channel: bool = False) -> Tensor:
+    """Multi-scale SSIM per image (torchmetrics' implementation on the images of :func:`psnr`).
+
+    The 8-bit, cropped (optionally Y) images on the 0..255 scale go to
+    ``torchmetrics.functional.image.multiscale_structural_similarity_index_measure`` (11×11
+    Gaussian window, σ 1.5). Images too small for the standard 5 scales (under 176 pixels a
+    side after the crop) use the first :func:`ms_ssim_scales` scales with their weights
+    renormalised, so values are comparable between images of one size, not with 5-scale
+    MS-SSIM reported elsewhere.
+
+    Args:
+        sr: ``(N, C, H, W)`` super-resolved images in [0, 1]; ``C = 3``, or 1 when ``y_channel=False``.
+        hr: ``(N, C, H, W)`` ground truth in [0, 1].
+        crop_border: pixels removed on each side; at least 11×11 pixels must remain.
+        y_channel: measure on the MATLAB BT.601 Y channel instead of all channels.
+
+    Returns:
+        ``(N,)`` float64 MS-SSIM in [0, 1] (higher is better).
+    """
+    from torchmetrics.functional.image import multiscale_structural_similarity_index_measure
+
+    _check_pair(sr, hr, crop_border, y_channel, min_size=_SSIM_WINDOW)
+    s, h = _prepare(sr, hr, crop_border, y_channel)
+    n = ms_ssim_scales(*s.shape[-2:])
+    weights = torch.tensor(_MS_SSIM_WEIGHTS[:n], dtype=torch.float64)
+    betas = tuple((weights / weights.sum()).tolist())
+    return multiscale_structural_similarity_index_measure(s, h, data_range=255.0, betas=betas, reduction="none")
+
+
+def vif(sr: Tensor, hr: Tensor, crop_border: int = 0, y_channel: bool = False) -> Tensor:
+    """Visual information fidelity (pixel domain, Sheikh & Bovik 2006) per image.
+
+    torchmetrics' ``visual_information_fidelity`` (noise variance σ²ₙ = 2 on the 0..255 scale)
+    on the 8-bit, cropped (optionally Y) images of :func:`psnr`; for several channels, the mean
+    of the per-channel values.
+
+    Args:
+        sr: ``(N, C, H, W)`` super-resolved images in [0, 1]; ``C = 3``, or 1 when ``y_channel=False``.
+        hr: ``(N, C, H, W)`` ground truth in [0, 1].
+        crop_border: pixels removed on each side; at least 41×41 pixels must remain.
+        y_channel: measure on the MATLAB BT.601 Y channel instead of all channels.
+
+    Returns:
+        ``(N,)`` float64 VIF (1 for identical images, higher is better).
+    """
+    from torchmetrics.functional.image import visual_information_fidelity
+
+    _check_pair(sr, hr, crop_border, y_channel, min_size=VIF_MIN_SIZE)
+    s, h = _prepare(sr, hr, crop_border, y_channel)
+    return visual_information_fidelity(s, h, reduction="none")
 
 
 # --------------------------------------------------------------------------- edge metrics
@@ -390,6 +463,21 @@ def _load_lpips_heads(model: nn.Module, state: dict[str, Tensor], path: Path) ->
         model.load_state_dict(state, strict=False)
     except RuntimeError as err:
         raise ValueError(f"linear_weights {str(path)!r} do not fit the LPIPS heads: {err}") from err
+
+
+def lpips_metric(net: Literal["alex", "vgg", "squeeze"] | None, backbone_weights: str | os.PathLike | None) -> tuple[LPIPS | None, str]:
+    """The :class:`LPIPS` metric, or None, with a one-line note saying which (and why not).
+
+    Missing weights are not an error: the note names the file that was looked for."""
+    if net is None:
+        return None, "LPIPS: not computed (disabled)"
+    try:
+        module = LPIPS(net, backbone_weights=None if backbone_weights is None else str(backbone_weights))
+    except MissingWeightsError as err:
+        reason = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
+        return None, f"LPIPS: not computed (weights missing: {reason})"
+    source = "the ImageNet weights from torchvision's cache" if backbone_weights is None else str(backbone_weights)
+    return module, f"LPIPS ({net}, v0.1, lower is better) on the whole RGB images, backbone {source}."
 
 
 # --------------------------------------------------------------------------- aggregation

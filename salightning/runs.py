@@ -2,7 +2,7 @@
 
     runs/sa_esrgan_lv/            <- trainer.default_root_dir (the experiment)
         version_0/                <- one run: everything it writes
-            checkpoints/  samples/  metrics.csv  config.yaml  wandb/  .lock
+            checkpoints/  samples/  logs/metrics.csv  logs/config.yaml  curves.png  wandb/  .lock
         version_1/                <- a rerun never writes into version_0
 
 ``--ckpt_path last`` resumes the newest run that has a ``last*.ckpt`` and keeps writing into that

@@ -62,7 +62,7 @@ def run_cli(args: list[str], cwd: Path, timeout: float = 420, env: dict[str, str
     return subprocess.CompletedProcess(args, process.returncode, log.read_text(), "")
 
 
-def reduced_args(name: str, vgg_file: Path) -> list[str]:
+def reduced_args(name: str, vgg_file: Path, alexnet_file: Path) -> list[str]:
     """The overrides that shrink a shipped config to seconds on 2 CPU processes."""
     config = yaml.safe_load((REPO / "configs" / f"{name}.yaml").read_text())
     model, data = config["model"], config["data"]
@@ -77,6 +77,8 @@ def reduced_args(name: str, vgg_file: Path) -> list[str]:
         args += ["--model.pretrained_generator", "null"]
     if (model.get("perceptual_loss") or {}).get("class_path", "").endswith(".PerceptualLoss"):  # VGG: weights from a file; DCT needs none
         args += ["--model.perceptual_loss.init_args.weights", vgg_file]
+    if any((cb.get("init_args") or {}).get("monitor") == "val/lpips" for cb in config["trainer"].get("callbacks", [])):
+        args += ["--model.eval_lpips_weights", alexnet_file]  # LPIPS's backbone, as a user provides ImageNet's
     video = data["class_path"].endswith("VideoSRDataModule")
     splits = ["train", "test"] if video else ["train_hr", "val_hr", "train_lr", "val_lr"]
     for key in splits:
@@ -99,17 +101,26 @@ def vgg_file(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def alexnet_file(tmp_path_factory) -> Path:
+    """A torchvision AlexNet state dict (random weights), the backbone of the LPIPS the GAN configs monitor."""
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("weights") / "alexnet.pth"
+    torch.save(torchvision.models.alexnet().state_dict(), path)
+    return path
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", CONFIGS)
-def test_every_shipped_config_trains_on_two_processes(name, tmp_path, vgg_file):
-    result = run_cli(["fit", *reduced_args(name, vgg_file), "--trainer.default_root_dir", tmp_path / "exp"], cwd=tmp_path,
+def test_every_shipped_config_trains_on_two_processes(name, tmp_path, vgg_file, alexnet_file):
+    result = run_cli(["fit", *reduced_args(name, vgg_file, alexnet_file), "--trainer.default_root_dir", tmp_path / "exp"], cwd=tmp_path,
                      env=cli_env(SALIGHTNING_CACHE_DIR=str(tmp_path / "cache")))
     assert result.returncode == 0, result.stdout[-4000:]
     runs = sorted((tmp_path / "exp").iterdir())
     assert [r.name for r in runs] == ["version_0"], runs  # both ranks wrote into one run folder
     run = runs[0]
     assert (run / "checkpoints" / "last.ckpt").is_file() and list((run / "checkpoints").glob("best-*.ckpt"))
-    assert (run / "logs" / "version_0" / "metrics.csv").is_file() and (run / "logs" / "version_0" / "config.yaml").is_file()
+    assert (run / "logs" / "metrics.csv").is_file() and (run / "logs" / "config.yaml").is_file()
     assert list((run / "samples").glob("*.png"))  # ValidationPanels wrote on rank 0 without hanging
     ckpt = load_checkpoint_file(run / "checkpoints" / "last.ckpt")
     assert ckpt["salightning"]["batches_seen"] == 2  # 8 samples / (2 processes x batch 2)
@@ -130,7 +141,7 @@ def test_reruns_get_their_own_folders_and_last_resumes_the_newest(tmp_path):
     assert run_cli(_quickstart(tmp_path, "--trainer.max_epochs", "1", "--model.adversarial_weight", "0.01"), cwd=tmp_path, env=env).returncode == 0
     assert (tmp_path / "exp" / "version_0" / "checkpoints" / "last.ckpt").read_bytes() == first  # untouched by the rerun
     assert (tmp_path / "exp" / "version_1" / "checkpoints" / "last.ckpt").is_file()
-    assert yaml.safe_load((tmp_path / "exp" / "version_0" / "logs" / "version_0" / "config.yaml").read_text())["model"]["adversarial_weight"] == 0.005
+    assert yaml.safe_load((tmp_path / "exp" / "version_0" / "logs" / "config.yaml").read_text())["model"]["adversarial_weight"] == 0.005
     result = run_cli(_quickstart(tmp_path, "--trainer.max_epochs", "2", "--ckpt_path", "last", "--model.adversarial_weight", "0.01"), cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stdout[-3000:]
     assert sorted(p.name for p in (tmp_path / "exp").iterdir()) == ["version_0", "version_1"]
@@ -146,7 +157,7 @@ def test_sigterm_writes_a_checkpoint_and_exits_non_zero(tmp_path):
     with open(log, "w") as out:
         process = subprocess.Popen([str(SCRIPT), *map(str, args)], cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        metrics = tmp_path / "exp" / "version_0" / "logs" / "version_0" / "metrics.csv"
+        metrics = tmp_path / "exp" / "version_0" / "logs" / "metrics.csv"
         deadline = time.monotonic() + 300
         while not (metrics.is_file() and metrics.stat().st_size > 0):  # trained at least one epoch
             assert process.poll() is None, log.read_text()[-3000:]

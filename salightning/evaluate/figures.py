@@ -12,12 +12,12 @@ from torch import Tensor
 
 from salightning.data.io import read_image
 from salightning.data.transforms import benchmark_lr
-from salightning.metrics import psnr
+from salightning.metrics import lpips_metric, psnr
 from salightning.ops import imresize, to_uint8
 from salightning.paths import remove_outputs, write_error
 from salightning.predict import super_resolve_clip
 
-from salightning.evaluate.models import BICUBIC, Source, load_models, lpips_metric, resolve_device
+from salightning.evaluate.models import BICUBIC, Source, load_models, resolve_device
 
 #: Height in pixels of the caption band under each crop of :func:`comparison_figure`.
 CAPTION_HEIGHT = 30

@@ -5,14 +5,11 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Literal
 
 import torch
 from torch import nn
 
-from salightning.metrics import LPIPS
 from salightning.checkpoints import load_generator
-from salightning.weights import MissingWeightsError
 from salightning.models.protocol import generator_spec
 
 
@@ -58,18 +55,3 @@ def load_models(
             raise ValueError(f"checkpoints[{label!r}]: {err}") from None
         models.append((label, generator))
     return models
-
-
-def lpips_metric(
-    lpips: Literal["alex", "vgg"] | None, backbone_weights: str | os.PathLike | None
-) -> tuple[LPIPS | None, str]:
-    """The LPIPS metric, or None with the note saying why it is not computed."""
-    if lpips is None:
-        return None, "LPIPS: not computed (disabled)"
-    try:
-        module = LPIPS(lpips, backbone_weights=None if backbone_weights is None else str(backbone_weights))
-    except MissingWeightsError as err:
-        reason = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
-        return None, f"LPIPS: not computed (weights missing: {reason})"
-    source = "the ImageNet weights from torchvision's cache" if backbone_weights is None else str(backbone_weights)
-    return module, f"LPIPS ({lpips}, v0.1, lower is better) on the whole RGB images, backbone {source}."

@@ -10,11 +10,11 @@ import torch
 from torch import Tensor
 
 from salightning.edges import EdgeExtractor, LocalVariance
-from salightning.metrics import SRMetrics
+from salightning.metrics import SRMetrics, lpips_metric
 from salightning.ops import imresize
 from salightning.predict import super_resolve_clip
 
-from salightning.evaluate.models import BICUBIC, Source, load_models, lpips_metric, resolve_device
+from salightning.evaluate.models import BICUBIC, Source, load_models, resolve_device
 from salightning.evaluate.results import EvaluationResults, ResultRow
 from salightning.evaluate.testsets import BUILTIN_TEST_SETS, TestSetSpec, default_test_sets, image_items, is_video_model, resolve_test_set, video_items
 

@@ -80,6 +80,31 @@ class SABalance:
         self.reported = 0.0
         self.calibrated = mode == "fixed"
 
+    def fit_to_run(self, run_batches: int | None) -> str | None:
+        """Make the calibration fit a run of ``run_batches`` training batches (None: unbounded).
+
+        A window longer than half the run is shortened to a tenth of it (at least 1 batch), so
+        that beta2 is set early and the share holds for most of the run; returns the line
+        saying so (None when nothing changed).
+
+        Raises:
+            ValueError: a run of fewer than 2 batches, which cannot train with a calibrated beta2.
+        """
+        if self.mode == "fixed" or self.calibrated or run_batches is None or self.calibration_batches <= run_batches // 2:
+            return None
+        if run_batches < 2:
+            raise ValueError(
+                f"sa_target_share={self.target_share} needs at least 2 training batches (calibrate beta2 on the first, "
+                f"train with it after) but this run has {run_batches}; train longer or set sa_beta_mode: fixed"
+            )
+        window = max(1, run_batches // 10)
+        message = (
+            f"salightning: sa_calibration_batches={self.calibration_batches} does not fit this run of {run_batches} batches; "
+            f"beta2 is calibrated over the first {window} instead"
+        )
+        self.calibration_batches = window
+        return message
+
     @property
     def active(self) -> bool:
         """Whether :meth:`update` wants this batch's values."""

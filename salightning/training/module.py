@@ -26,15 +26,16 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import sys
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytorch_lightning as pl
 from pytorch_lightning.cli import OptimizerCallable
 import torch
-from pytorch_lightning.utilities import rank_zero_warn
+from pytorch_lightning.utilities import rank_zero_only, rank_zero_warn
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim import Adam, Optimizer
@@ -44,13 +45,16 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 import salightning
 from salightning.checks import check_at_least, check_factory_lr, check_fraction, check_optimizer_lr, check_positive
 from salightning.losses import AdversarialLoss, SAPixelLoss
-from salightning.checkpoints import load_pretrained
+from salightning.checkpoints import load_pretrained_generator
 from salightning.degradations import RealESRGANDegradation
+from salightning.metrics import LPIPS_BACKBONES, lpips_metric
+from salightning.tiling import check_tiling, tiled_forward
 from salightning.models import constructor_config, generator_spec
 from salightning.training.balance import BetaMode, SABalance
 from salightning.training.evaluation import EvaluationMeans, naming_images
 from salightning.training.guard import NonFiniteGuard
 from salightning.training.objective import GeneratorObjective, discriminator_input
+from salightning.weights import TORCHVISION_FILES, torchvision_cache_dir
 
 __all__ = ["SRGANModule"]
 
@@ -70,6 +74,12 @@ def resolve_package_path(path: str, option: str) -> Path:
     if not p.is_file():
         raise FileNotFoundError(f"{option}: file {str(p)!r} does not exist")
     return p
+
+
+@rank_zero_only
+def rank_zero_info_line(line: str) -> None:
+    """Print ``line`` to stderr once per run (global rank 0)."""
+    print(line, file=sys.stderr, flush=True)
 
 
 def default_adam(params: Iterable) -> Optimizer:
@@ -94,6 +104,12 @@ def _check_arguments(args: dict[str, Any]) -> None:
         raise ValueError(f"lr_milestones must be increasing, got {milestones!r}")
     if args["ema_decay"] is not None and not 0.0 < args["ema_decay"] < 1.0:
         raise ValueError(f"ema_decay must be in (0, 1), got {args['ema_decay']!r}")
+    try:
+        check_tiling(args["eval_tile"], args["eval_tile_overlap"])
+    except ValueError as err:
+        raise ValueError(f"model.eval_tile / model.eval_tile_overlap: {err}") from None
+    if args["eval_lpips"] not in ("alex", "vgg", None):
+        raise ValueError(f"model.eval_lpips must be 'alex', 'vgg' or null, got {args['eval_lpips']!r}")
 
 
 def trainable(network: nn.Module) -> list[Tensor]:
@@ -106,6 +122,8 @@ class SRGANModule(pl.LightningModule):
 
     Args:
         generator: maps ``lr`` to ``sr`` (B, C, H, W); see :func:`~salightning.models.generator_spec`.
+            None: the generator recorded in ``pretrained_generator`` (a checkpoint of stage 1), its
+            class and arguments included (classes of salightning only).
         pixel_loss: the (SA) pixel loss, eq. 8/9 (plain, ``beta2=0``) or eq. 12/13 (SA).
         discriminator: maps (B, C, H, W) to logits (B, 1). ``None`` selects stage 1.
         adversarial_loss: GAN loss (vanilla eq. 14, relativistic, hinge, LS); stage 2 only.
@@ -124,10 +142,18 @@ class SRGANModule(pl.LightningModule):
             Default mode: "calibrate" when ``sa_target_share`` is set, else "fixed".
         pretrained_generator: checkpoint to initialise the generator from; ``package:...``
             names a file shipped inside salightning (``package:assets/quickstart_psnr_x4.pth``).
+            A line says what was loaded (tensors, EMA or not, the generator and its arguments).
         grad_clip_norm: clip each network's gradient norm to this value.
         max_nonfinite_in_a_row: non-finite losses skip their batch; this many in a row stop the run.
         max_batches: stop after this many training batches (``max_steps`` counts optimizer steps).
         metric_y_channel: validation PSNR/SSIM on the BT.601 Y channel (as papers do), not RGB.
+        eval_tile, eval_tile_overlap: validation / test images run through the generator in
+            tiles of at most ``eval_tile`` squared LR pixels (the seam rule of ``salightning
+            predict``; 0: always whole); images up to that size are exact, so ``val/psnr``
+            equals ``salightning evaluate``'s PSNR on the same images.
+        eval_lpips: LPIPS trunk ("alex", "vgg") of the validation / test metric ``lpips``,
+            computed when its ImageNet weights are found (torchvision's cache or
+            ``eval_lpips_weights``; a one-line note says when not); None: not computed.
         channels_last: keep networks and image batches in channels-last memory format.
         compile: compile the generator, the discriminator and the perceptual network in place with
             ``torch.compile`` (before DDP wraps them; checkpoints keep the plain parameter names).
@@ -146,7 +172,7 @@ class SRGANModule(pl.LightningModule):
 
     def __init__(
         self,
-        generator: nn.Module,
+        generator: nn.Module | None = None,
         pixel_loss: SAPixelLoss | None = None,
         discriminator: nn.Module | None = None,
         adversarial_loss: AdversarialLoss | None = None,
@@ -168,6 +194,10 @@ class SRGANModule(pl.LightningModule):
         max_nonfinite_in_a_row: int = 20,
         max_batches: int | None = None,
         metric_y_channel: bool = True,
+        eval_tile: int = 512,
+        eval_tile_overlap: int = 32,
+        eval_lpips: Literal["alex", "vgg"] | None = "alex",
+        eval_lpips_weights: str | None = None,
         channels_last: bool = False,
         compile: bool = False,
         accumulate: int = 1,
@@ -181,6 +211,12 @@ class SRGANModule(pl.LightningModule):
         if mode != "fixed" and (pixel_loss is None or pixel_loss.edge_extractor is None):
             raise ValueError(f"sa_target_share (sa_beta_mode {mode!r}) needs a pixel_loss with an edge_extractor (the SA part to balance)")
         self.nonfinite_guard = NonFiniteGuard(max_nonfinite_in_a_row)
+        if pretrained_generator is not None:
+            path = resolve_package_path(pretrained_generator, "pretrained_generator")
+            generator, note = load_pretrained_generator(path, generator, option="model.pretrained_generator")
+            rank_zero_info_line(note)
+        elif generator is None:
+            raise ValueError("model.generator is required (or model.pretrained_generator naming a checkpoint of `salightning fit`, whose generator is rebuilt)")
         self.spec = generator_spec(generator)
 
         self.generator = generator
@@ -193,12 +229,12 @@ class SRGANModule(pl.LightningModule):
         self.grad_clip_norm = grad_clip_norm
         self.max_batches = max_batches
         self.metric_y_channel = metric_y_channel
+        self.eval_tile, self.eval_tile_overlap = eval_tile, eval_tile_overlap
+        self.eval_lpips, self.eval_lpips_weights = eval_lpips, eval_lpips_weights
         self.channels_last = channels_last
         self.compile_networks = compile
         self.accumulate = accumulate
         self.degradation = degradation
-        if pretrained_generator is not None:
-            load_pretrained(self.generator, resolve_package_path(pretrained_generator, "pretrained_generator"))
         self.generator_ema: AveragedModel | None = None
         if ema_decay is not None:
             self.generator_ema = AveragedModel(self.generator, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
@@ -235,6 +271,8 @@ class SRGANModule(pl.LightningModule):
         return self.inference_generator()(lr)
 
     def setup(self, stage: str) -> None:
+        if stage in ("fit", "validate", "test"):
+            self._set_up_lpips(stage)
         if self.channels_last:
             self.to(memory_format=torch.channels_last)
         if self.compile_networks and stage == "fit":
@@ -390,9 +428,29 @@ class SRGANModule(pl.LightningModule):
         self.log_dict(scalars, on_step=True, on_epoch=False, batch_size=batch_size)
         self.log("train/loss", total.detach(), on_step=True, on_epoch=False, prog_bar=True, batch_size=batch_size)
 
+    def _set_up_lpips(self, stage: str) -> None:
+        """Give the evaluation means the LPIPS metric once (it is kept out of checkpoints), or say why not."""
+        means = list(self.eval_metrics.values())
+        if self.eval_lpips is None or any(m.lpips is not None for m in means):
+            return
+        if self.eval_lpips_weights is not None:
+            resolve_package_path(self.eval_lpips_weights, "model.eval_lpips_weights")  # a named file must exist
+        with torch.random.fork_rng(devices=[]):  # lpips initialises random layers first: training must not depend on it
+            metric, _ = lpips_metric(self.eval_lpips, self.eval_lpips_weights)
+        for m in means:
+            m.lpips = metric
+        if metric is None:
+            arch = LPIPS_BACKBONES[self.eval_lpips]
+            note = f"validation LPIPS not computed: no {arch} ImageNet weights at {torchvision_cache_dir() / TORCHVISION_FILES[arch]}"
+            # Refused now rather than at the first validation's end, where ModelCheckpoint would stop.
+            if stage == "fit" and any(getattr(cb, "monitor", None) == "val/lpips" for cb in self.trainer.callbacks):
+                raise ValueError(f"a callback monitors val/lpips but {note}; put the file there, give model.eval_lpips_weights, or monitor val/psnr")
+            rank_zero_info_line(f"salightning: {note}; put the file there, give model.eval_lpips_weights, or set model.eval_lpips: null")
+
     def _evaluate(self, batch: dict[str, Any], prefix: str) -> Tensor:
         lr, hr = batch["lr"], batch["hr"]
-        sr = self.inference_generator()(lr).clamp(0, 1)
+        # Whole images, tile by tile when large: the path of `salightning evaluate` and predict.
+        sr = tiled_forward(self.inference_generator(), lr, self.eval_tile, self.eval_tile_overlap).clamp(0, 1)
         with naming_images(batch.get("name"), {"val": "validation"}.get(prefix, prefix)):
             total, g = self.objective(sr, hr, self.pixel_loss.edge_map(hr), self.discriminator)
         losses = {"loss": total, **{k: g[k] for k in ("pixel", "pixel_sa", "perceptual", "adversarial") if k in g}}
@@ -476,11 +534,26 @@ class SRGANModule(pl.LightningModule):
         if message is not None:
             rank_zero_warn(message)
 
+    def planned_batches(self) -> int | None:
+        """Training batches this fit will run in all (resumed ones included): the least of
+        ``max_batches``, ``trainer.max_steps`` (2 optimizer steps per GAN batch) and
+        ``max_epochs`` full epochs; None when none of them bounds the run."""
+        trainer = self.trainer
+        limits = [] if self.max_batches is None else [self.max_batches]
+        if trainer.max_steps is not None and trainer.max_steps >= 0:
+            limits.append(trainer.max_steps // (2 if self.is_gan else 1))
+        if trainer.max_epochs is not None and trainer.max_epochs >= 0 and math.isfinite(trainer.num_training_batches):
+            limits.append(trainer.max_epochs * int(trainer.num_training_batches))
+        return min(limits) if limits else None
+
     def on_train_start(self) -> None:
         parameters = dict(self.named_parameters())
         for name, grad in self.pending_gradients.items():
             parameters[name].grad = grad.to(parameters[name].device)
         self.pending_gradients = {}
+        message = self.sa_balance.fit_to_run(self.planned_batches())
+        if message is not None:
+            rank_zero_info_line(message)
         if self.max_batches is not None and self.batches_seen >= self.max_batches:
             log.warning("max_batches=%d already reached (batch %d): nothing to train", self.max_batches, self.batches_seen)
             self.trainer.should_stop = True
