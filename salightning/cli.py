@@ -15,6 +15,7 @@ so a user's own generator trains with the SA loss without touching the library.
 from __future__ import annotations
 
 import copy
+import logging
 import os
 import re
 import signal
@@ -34,6 +35,7 @@ from pytorch_lightning.loggers import WandbLogger as LightningWandbLogger
 from salightning.callbacks import LastCheckpoint, RNGStates, WandbRunId
 from salightning.checkpoint_io import SafeCheckpointIO
 from salightning.checkpoints import NonFiniteCheckpointError, check_trusted_classes, class_paths, load_checkpoint_file, wandb_run_id
+from salightning.options import CLIParser, CommandParser, reduce_union_error
 from salightning.paths import check_output_not_inside
 from salightning.training import SRGANModule, TrainingDiverged
 from salightning.runs import RUN_DIR_ENV, RunLock, choose_run_dir, is_global_rank_zero
@@ -94,6 +96,7 @@ class SALightningCLI(LightningCLI):
                 save_config_callback=SaveConfigEverywhere,
                 save_config_kwargs={"overwrite": True},
                 parser_kwargs={"prog": "salightning", "description": _DESCRIPTION},
+                parser_class=CLIParser,
                 args=args,
                 run=run,
             )
@@ -350,22 +353,18 @@ def _choose_strategy(trainer: Namespace, gan: bool, world: int) -> None:
 
 
 def _predict_main(argv: list[str]) -> None:
-    from jsonargparse import ArgumentParser
-
     from salightning.predict import add_arguments, main as predict_main
 
-    parser = ArgumentParser(prog="salightning predict", description="Super-resolve an image, a folder of images, or a video with a checkpoint.")
+    parser = CommandParser(prog="salightning predict", description="Super-resolve an image, a folder of images, or a video with a checkpoint.")
     add_arguments(parser)
     predict_main(parser.parse_args(argv))
 
 
 def _export_main(argv: list[str]) -> None:
-    from jsonargparse import ArgumentParser
-
     from salightning.export import FORMATS, export_checkpoint
     from salightning.checkpoints import TRUST_HELP
 
-    parser = ArgumentParser(prog="salightning export", description="Write a checkpoint's generator as a state dict, safetensors (with its architecture) or ONNX.")
+    parser = CommandParser(prog="salightning export", description="Write a checkpoint's generator as a state dict, safetensors (with its architecture) or ONNX.")
     parser.add_argument("--ckpt_path", type=str, required=True, help="checkpoint written by `salightning fit`")
     parser.add_argument("--output", type=str, required=True, help="output file (must not exist)")
     parser.add_argument("--format", type=str, default="pth", choices=FORMATS, help="pth: torch state dict (spandrel/chaiNNer read RRDBNet); safetensors: with the architecture in its metadata; onnx: dynamic batch/height/width")
@@ -458,28 +457,31 @@ def _check_config_files(argv: list[str]) -> None:
             raise ValueError(f"--config {path}: expected a YAML mapping of settings, got a {type(settings).__name__}")
 
 
+class _DropTips(logging.Filter):
+    """Drops Lightning's advertising "Tip" lines (they ask for no action on this run)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("\N{ELECTRIC LIGHT BULB} Tip:")
+
+
+def quiet_third_party() -> None:
+    """Silence what the libraries print that asks the user for nothing (each filter names one message)."""
+    import warnings
+
+    # Lightning 2.6 builds torch's deprecated LeafSpec on every batch; fixed by a Lightning release, not the user.
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning)
+    logger = logging.getLogger("pytorch_lightning.utilities.rank_zero")
+    if not any(isinstance(f, _DropTips) for f in logger.filters):
+        logger.addFilter(_DropTips())
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``salightning`` console script and ``python -m salightning``."""
     from_command_line = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
+    quiet_third_party()
     try:
         _run_command(argv, from_command_line)
     except USER_ERRORS as err:
         print(f"salightning: error: {reduce_union_error(str(err))}", file=sys.stderr)
         raise SystemExit(2) from None
-
-
-def reduce_union_error(message: str) -> str:
-    """jsonargparse's "Does not validate against any of the Union subtypes" lists one error per
-    subtype (``Module | None`` gives "Expected a <class 'NoneType'>"); keep the one that matters,
-    with the class it came from."""
-    if "Does not validate against any of the Union subtypes" not in message or "Errors:" not in message:
-        return message
-    body = message.split("Errors:", 1)[1].split("\nGiven value type:", 1)[0]
-    errors = [e.strip() for e in re.split(r"\n  - ", "\n" + body.strip("\n")) if e.strip()]
-    meaningful = [e for e in errors if not e.startswith("Expected a ")]
-    if len(meaningful) != 1:
-        return message
-    found = re.search(r"class_path='([\w.]+)'", message)
-    where = f"{found.group(1)}: " if found else ""
-    return where + "\n".join(line[4:] if line.startswith("    ") else line for line in meaningful[0].splitlines())

@@ -64,9 +64,9 @@ def _find_compare_image(name: str, test_sets: Mapping[str, TestSetSpec]) -> Path
 
 def main(argv: list[str]) -> None:
     """``salightning evaluate``: print the paper's table and write results.md / results.csv."""
-    from jsonargparse import ArgumentParser
+    from salightning.options import CommandParser
 
-    parser = ArgumentParser(
+    parser = CommandParser(
         prog="salightning evaluate",
         description="Evaluate checkpoints on test sets like the paper (PSNR / SSIM / LPIPS, edge / flat PSNR); "
         "prints the table and writes results.md and results.csv.",
