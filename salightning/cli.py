@@ -38,7 +38,7 @@ from salightning.checkpoints import NonFiniteCheckpointError, check_trusted_clas
 from salightning.options import CLIParser, CommandParser, reduce_union_error
 from salightning.paths import check_output_not_inside
 from salightning.training import SRGANModule, TrainingDiverged
-from salightning.runs import RUN_DIR_ENV, RunLock, choose_run_dir, is_global_rank_zero
+from salightning.runs import RUN_DIR_ENV, RunLock, choose_run_dir, is_global_rank_zero, remove_unused_run
 from salightning.weights import MissingWeightsError
 
 #: Exceptions that are the user's to fix: printed as one message, not a traceback.
@@ -85,6 +85,7 @@ class SALightningCLI(LightningCLI):
 
     def __init__(self, args: list[str] | None = None, run: bool = True) -> None:
         self._run_lock: RunLock | None = None
+        self._created: list[Path] = []  # the run folder and its parents, when this command made them
         self._env_before = os.environ.get(RUN_DIR_ENV)
         self._user_config: Any = None
         try:
@@ -107,6 +108,9 @@ class SALightningCLI(LightningCLI):
             launcher = getattr(getattr(getattr(self, "trainer", None), "strategy", None), "launcher", None)
             if launcher is not None and hasattr(launcher, "kill"):
                 launcher.kill(signal.SIGKILL)
+            if self._run_lock is not None:
+                self._run_lock.release()
+            remove_unused_run(self._created)
             raise
         finally:
             # In-process use (tests, notebooks): the next command chooses its own run folder.
@@ -142,6 +146,7 @@ class SALightningCLI(LightningCLI):
         if self.subcommand == "fit":
             run_dir = choose_run_dir(root, config.get("ckpt_path"))
             if is_global_rank_zero() and not os.environ.get(RUN_DIR_ENV):
+                self._created = [p for p in (run_dir, *run_dir.parents) if not p.exists()]
                 self._run_lock = RunLock(run_dir)
                 os.environ[RUN_DIR_ENV] = str(run_dir)  # processes Lightning starts write here too
         else:  # validate / test: beside the runs, never over a training run's metrics
