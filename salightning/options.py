@@ -49,7 +49,7 @@ class OptionErrors:
         super().__init__(*args, **kwargs)
 
     def error(self, message: str, ex: Exception | None = None) -> Any:
-        if not self.exit_on_error:  # jsonargparse parsing a nested part: it handles the error
+        if not getattr(self, "exit_on_error", True):  # jsonargparse parsing a nested part: it handles the error
             return super().error(message, ex)
         parser = getattr(ex, "subcommand_parser", None) or self
         names = closest_options(message, parser)

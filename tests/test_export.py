@@ -102,3 +102,33 @@ def test_predict_reads_exported_files(tmp_path, capsys, photos):
     assert outputs["safetensors"] == outputs["ckpt"] == outputs["pth"]
     code, _, err = run_main(["predict", "--ckpt_path", tmp_path / "g.pth", "--input", tmp_path / "in" / "cat.png", "--output", tmp_path / "x"], capsys)
     assert code != 0 and "--generator" in err
+
+
+@pytest.mark.parametrize(
+    "init_args",
+    [
+        {"scale": 4},
+        {"scale": 2},
+        {"scale": 2, "pixel_unshuffle": True},  # Real-ESRGAN x2plus's layout
+        {"scale": 1, "pixel_unshuffle": True},
+    ],
+    ids=["x4", "x2", "x2-pixel-unshuffle", "x1-pixel-unshuffle"],
+)
+@pytest.mark.parametrize("format", ["pth", "safetensors"])
+def test_spandrel_loads_our_rrdbnet_exports_and_gives_the_same_output(tmp_path, capsys, photos, init_args, format):
+    """What chaiNNer and ComfyUI load: spandrel detects ESRGAN from the keys alone (growth_channels 32)."""
+    import spandrel
+
+    torch.manual_seed(0)
+    init_args = {"num_features": 16, "num_blocks": 2, "growth_channels": 32, **init_args}
+    ckpt = make_checkpoint(tmp_path / "m.ckpt", RRDBNet(**init_args), "salightning.models.RRDBNet", init_args)
+    code, _, err = run_main(["export", "--ckpt_path", ckpt, "--output", tmp_path / f"g.{format}", "--format", format], capsys)
+    assert code == 0, err
+    descriptor = spandrel.ModelLoader().load_from_file(str(tmp_path / f"g.{format}"))
+    assert descriptor.architecture.name == "ESRGAN" and descriptor.scale == init_args["scale"]
+    x = photos[1][:, 100:140, 150:198][None]
+    with torch.no_grad():
+        expected = load_generator(ckpt)(x)
+        got = descriptor.model.eval()(x)
+    assert got.shape == expected.shape
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
