@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import struct
+import sys
 import tempfile
 import zlib
 from collections import Counter
@@ -492,7 +493,7 @@ def run_units(
 ) -> None:
     """Super-resolve ``units`` into ``out`` (checked by :func:`work_units`); each file is appended
     to ``written`` before it is written. ``overwrite`` removes an existing output first."""
-    from salightning.data.io import FrameFolder, VideoFile
+    from salightning.data.io import FrameFolder, VideoFile, probe_image
     from salightning.video_io import predict_clip
 
     images = [u.path for u in units if u.kind == "image"]
@@ -515,6 +516,8 @@ def run_units(
             )
         else:
             clip = FrameFolder(unit.path, option="--input")
+            if probe_image(clip.frames[0]).has_alpha:
+                print(f"salightning: note: the frames in {unit.path} have an alpha channel; a video generator sees RGB, so the SR frames have none", file=sys.stderr)
             predict_clip(
                 generator, clip, frames_dir, None, [frame.stem for frame in clip.frames],
                 tile=tile, overlap=overlap, tile_batch=tile_batch, progress=progress, written=written,

@@ -257,3 +257,29 @@ def test_evaluate_keeps_existing_results_unless_overwrite(shipped, photos, tmp_p
     code, _, err = run_main([*argv, "--overwrite"], capsys)
     assert code == 0, err
     assert (out / "results.csv").read_text().startswith("model,")
+
+
+def test_clip_outputs_take_the_suffix_refuse_to_replace_frames_and_name_a_dropped_alpha(photos, tmp_path, capsys):
+    from conftest import make_checkpoint
+
+    from salightning.models import VSRResNet
+
+    torch.manual_seed(0)
+    init_args = {"num_frames": 3, "frame_features": 4, "num_features": 8, "num_blocks": 1, "scale": 2}
+    ckpt = make_checkpoint(tmp_path / "vsr.ckpt", VSRResNet(**init_args), "salightning.models.VSRResNet", init_args)
+    (tmp_path / "clip").mkdir()
+    for t in range(4):
+        Image.fromarray(_photo_with_alpha(photos[0][:, t:, :], 16, 24), "RGBA").save(tmp_path / "clip" / f"f{t}.png")
+    argv = ["predict", "--ckpt_path", ckpt, "--input", tmp_path / "clip", "--output", tmp_path / "out", "--suffix", "_sr", "--device", "cpu"]
+    code, _, err = run_main(argv, capsys)
+    assert code == 0, err
+    assert "alpha channel" in err and "clip" in err  # said, not silently dropped
+    assert sorted(p.name for p in (tmp_path / "out" / "clip_sr").iterdir()) == [f"f{t}.png" for t in range(4)]
+    first = (tmp_path / "out" / "clip_sr" / "f0.png").read_bytes()
+    (tmp_path / "out" / "clip_sr" / "f0.png").write_bytes(b"the user's edit")
+    code, _, err = run_main(argv, capsys)
+    assert code == 2 and "f0.png" in err and "--overwrite" in err, err
+    assert (tmp_path / "out" / "clip_sr" / "f0.png").read_bytes() == b"the user's edit"
+    code, _, err = run_main([*argv, "--overwrite"], capsys)
+    assert code == 0, err
+    assert (tmp_path / "out" / "clip_sr" / "f0.png").read_bytes() == first
