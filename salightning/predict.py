@@ -411,7 +411,7 @@ def clip_outputs(unit: WorkUnit, out: Path, suffix: str = "") -> tuple[Path, Pat
 
 
 def planned_outputs(unit: WorkUnit, out: Path, suffix: str = "") -> list[Path]:
-    """The files ``unit`` will write under ``out``, and the input files it reads."""
+    """The files ``unit`` will write under ``out``."""
     from salightning.data.io import FrameFolder, VideoFile
 
     if unit.kind == "image":
