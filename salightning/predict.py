@@ -283,8 +283,7 @@ def super_resolve_images(
     device = next(generator.parameters()).device
     generator = KeepChannels(generator, alpha)
     pending: list[tuple[Path, Tensor]] = []
-    disable = None if progress is None else not progress
-    bar = tqdm(total=len(files), unit="image", desc="images", disable=disable or len(files) < 2)
+    bar = tqdm(total=len(files), unit="image", desc="images", disable=len(files) < 2 or (None if progress is None else not progress))
 
     def flush() -> Iterator[SRImage]:
         batch = torch.stack([lr for _, lr in pending]).to(device)

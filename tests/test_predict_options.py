@@ -209,6 +209,8 @@ def test_progress_bars_count_images_and_tiles(shipped, photos, tmp_path, capsys)
     assert "tile/s" in err and "40x48" in err  # the tiles of each image
     predict_path(shipped, tmp_path / "in", tmp_path / "quiet", tile=16, overlap=8, progress=False)
     assert "tile" not in capsys.readouterr().err
+    predict_path(shipped, tmp_path / "in", tmp_path / "auto", tile=16, overlap=8)  # stderr is no terminal here
+    assert "image" not in capsys.readouterr().err
 
 
 def test_an_existing_output_is_kept_unless_overwrite(shipped, photos, tmp_path, capsys):
