@@ -145,12 +145,13 @@ class SALightningCLI(LightningCLI):
         check_output_not_inside(inputs, os.environ.get(RUN_DIR_ENV) or root, "--trainer.default_root_dir")
         if self.subcommand == "fit":
             run_dir = choose_run_dir(root, config.get("ckpt_path"))
-            if is_global_rank_zero() and not os.environ.get(RUN_DIR_ENV):
-                self._created = [p for p in (run_dir, *run_dir.parents) if not p.exists()]
-                self._run_lock = RunLock(run_dir)
-                os.environ[RUN_DIR_ENV] = str(run_dir)  # processes Lightning starts write here too
         else:  # validate / test: beside the runs, never over a training run's metrics
             run_dir = choose_run_dir(root / self.subcommand) if not os.environ.get(RUN_DIR_ENV) else Path(os.environ[RUN_DIR_ENV]) / self.subcommand
+        if is_global_rank_zero() and not os.environ.get(RUN_DIR_ENV):
+            self._created = [p for p in (run_dir, *run_dir.parents) if not p.exists()]  # removed again if the command fails early
+            if self.subcommand == "fit":
+                self._run_lock = RunLock(run_dir)
+                os.environ[RUN_DIR_ENV] = str(run_dir)  # processes Lightning starts write here too
         trainer.default_root_dir = str(run_dir)
         for callback in trainer.get("callbacks") or []:
             if _is_subclass(callback, "pytorch_lightning.callbacks.ModelCheckpoint") and callback.init_args.get("dirpath") is None:

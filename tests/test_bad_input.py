@@ -545,17 +545,21 @@ def test_bad_input_exits_non_zero_naming_the_culprit_and_touches_no_user_file(na
 # --------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("option", ["--data.init_args.train_hr", "--model.pretrained_generator"])
-def test_a_run_failing_on_a_missing_path_leaves_no_folder(user, good_checkpoint, tmp_path, capsys, monkeypatch, option):
+@pytest.mark.parametrize(
+    "command, option", [("fit", "--data.init_args.train_hr"), ("fit", "--model.pretrained_generator"), ("validate", "--data.init_args.val_hr")]
+)
+def test_a_run_failing_on_a_missing_path_leaves_no_folder(user, good_checkpoint, tmp_path, capsys, monkeypatch, command, option):
     monkeypatch.setenv("WANDB_MODE", "disabled")
     monkeypatch.setattr(sys, "argv", ["salightning"])
     monkeypatch.chdir(tmp_path)
+    # the logs go into the run folder, as with the shipped configs
+    config = user.variant("logs_in_the_run_folder", lambda c: c["trainer"].pop("logger"))
     earlier = tmp_path / "experiment" / "version_0"
     (earlier / "checkpoints").mkdir(parents=True)
     (earlier / "checkpoints" / "last.ckpt").write_bytes(good_checkpoint.read_bytes())
     for root in (tmp_path / "new" / "experiment", tmp_path / "experiment"):
         before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
-        code, err = run(fit(user, option, tmp_path / "no_such_path", "--trainer.default_root_dir", root), capsys)
+        code, err = run([command, "--config", config, option, tmp_path / "no_such_path", "--trainer.default_root_dir", root], capsys)
         assert code == 2 and "no_such_path" in err, err[-3000:]
         assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before  # no new folder, not even the root
 
