@@ -212,7 +212,7 @@ class LastCheckpoint(pl.Callback):
         stop = trainer.strategy.reduce_boolean_decision(self.signum is not None, all=False)
         done = trainer.fit_loop.epoch_loop.batch_progress.total.processed
         if stop or (self.every_n_batches and done % self.every_n_batches == 0):
-            trainer.save_checkpoint(self.path)
+            trainer.save_checkpoint(self.path, weights_only=False)  # the full state, to resume from
         if stop:
             signum = self.signum or signal.SIGTERM
             if trainer.is_global_zero:

@@ -29,6 +29,8 @@ def check_tensor(
         raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if not x.is_floating_point():
         raise ValueError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
+    if torch.jit.is_tracing():
+        return x  # an exported graph cannot keep Python checks, and tracing warns about each one
     if ndim is not None:
         allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
         if x.ndim not in allowed:

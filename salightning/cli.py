@@ -15,6 +15,7 @@ so a user's own generator trains with the SA loss without touching the library.
 from __future__ import annotations
 
 import copy
+import logging
 import os
 import re
 import signal
@@ -34,9 +35,10 @@ from pytorch_lightning.loggers import WandbLogger as LightningWandbLogger
 from salightning.callbacks import LastCheckpoint, RNGStates, TrainingCurves, WandbRunId
 from salightning.checkpoint_io import SafeCheckpointIO
 from salightning.checkpoints import NonFiniteCheckpointError, check_trusted_classes, class_paths, load_checkpoint_file, wandb_run_id
+from salightning.options import CLIParser, CommandParser, reduce_union_error
 from salightning.paths import check_output_not_inside
 from salightning.training import SRGANModule, TrainingDiverged
-from salightning.runs import RUN_DIR_ENV, RunLock, choose_run_dir, is_global_rank_zero
+from salightning.runs import RUN_DIR_ENV, RunLock, choose_run_dir, is_global_rank_zero, remove_unused_run
 from salightning.weights import MissingWeightsError
 
 #: Exceptions that are the user's to fix: printed as one message, not a traceback.
@@ -83,6 +85,7 @@ class SALightningCLI(LightningCLI):
 
     def __init__(self, args: list[str] | None = None, run: bool = True) -> None:
         self._run_lock: RunLock | None = None
+        self._created: list[Path] = []  # the run folder and its parents, when this command made them
         self._env_before = os.environ.get(RUN_DIR_ENV)
         self._user_config: Any = None
         try:
@@ -94,6 +97,7 @@ class SALightningCLI(LightningCLI):
                 save_config_callback=SaveConfigEverywhere,
                 save_config_kwargs={"overwrite": True},
                 parser_kwargs={"prog": "salightning", "description": _DESCRIPTION},
+                parser_class=CLIParser,
                 args=args,
                 run=run,
             )
@@ -104,6 +108,9 @@ class SALightningCLI(LightningCLI):
             launcher = getattr(getattr(getattr(self, "trainer", None), "strategy", None), "launcher", None)
             if launcher is not None and hasattr(launcher, "kill"):
                 launcher.kill(signal.SIGKILL)
+            if self._run_lock is not None:
+                self._run_lock.release()
+            remove_unused_run(self._created)
             raise
         finally:
             # In-process use (tests, notebooks): the next command chooses its own run folder.
@@ -138,11 +145,13 @@ class SALightningCLI(LightningCLI):
         check_output_not_inside(inputs, os.environ.get(RUN_DIR_ENV) or root, "--trainer.default_root_dir")
         if self.subcommand == "fit":
             run_dir = choose_run_dir(root, config.get("ckpt_path"))
-            if is_global_rank_zero() and not os.environ.get(RUN_DIR_ENV):
-                self._run_lock = RunLock(run_dir)
-                os.environ[RUN_DIR_ENV] = str(run_dir)  # processes Lightning starts write here too
         else:  # validate / test: beside the runs, never over a training run's metrics
             run_dir = choose_run_dir(root / self.subcommand) if not os.environ.get(RUN_DIR_ENV) else Path(os.environ[RUN_DIR_ENV]) / self.subcommand
+        if is_global_rank_zero() and not os.environ.get(RUN_DIR_ENV):
+            self._created = [p for p in (run_dir, *run_dir.parents) if not p.exists()]  # removed again if the command fails early
+            if self.subcommand == "fit":
+                self._run_lock = RunLock(run_dir)
+                os.environ[RUN_DIR_ENV] = str(run_dir)  # processes Lightning starts write here too
         trainer.default_root_dir = str(run_dir)
         for callback in trainer.get("callbacks") or []:
             if _is_subclass(callback, "pytorch_lightning.callbacks.ModelCheckpoint") and callback.init_args.get("dirpath") is None:
@@ -351,22 +360,18 @@ def _choose_strategy(trainer: Namespace, gan: bool, world: int) -> None:
 
 
 def _predict_main(argv: list[str]) -> None:
-    from jsonargparse import ArgumentParser
-
     from salightning.predict import add_arguments, main as predict_main
 
-    parser = ArgumentParser(prog="salightning predict", description="Super-resolve an image, a folder of images, or a video with a checkpoint.")
+    parser = CommandParser(prog="salightning predict", description="Super-resolve an image, a folder of images, or a video with a checkpoint.")
     add_arguments(parser)
     predict_main(parser.parse_args(argv))
 
 
 def _export_main(argv: list[str]) -> None:
-    from jsonargparse import ArgumentParser
-
     from salightning.export import FORMATS, export_checkpoint
     from salightning.checkpoints import TRUST_HELP
 
-    parser = ArgumentParser(prog="salightning export", description="Write a checkpoint's generator as a state dict, safetensors (with its architecture) or ONNX.")
+    parser = CommandParser(prog="salightning export", description="Write a checkpoint's generator as a state dict, safetensors (with its architecture) or ONNX.")
     parser.add_argument("--ckpt_path", type=str, required=True, help="checkpoint written by `salightning fit`")
     parser.add_argument("--output", type=str, required=True, help="output file (must not exist)")
     parser.add_argument("--format", type=str, default="pth", choices=FORMATS, help="pth: torch state dict (spandrel/chaiNNer read RRDBNet); safetensors: with the architecture in its metadata; onnx: dynamic batch/height/width")
@@ -477,28 +482,31 @@ def _check_config_files(argv: list[str]) -> None:
             raise ValueError(f"--config {path}: expected a YAML mapping of settings, got a {type(settings).__name__}")
 
 
+class _DropTips(logging.Filter):
+    """Drops Lightning's advertising "Tip" lines (they ask for no action on this run)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("\N{ELECTRIC LIGHT BULB} Tip:")
+
+
+def quiet_third_party() -> None:
+    """Silence what the libraries print that asks the user for nothing (each filter names one message)."""
+    import warnings
+
+    # Lightning 2.6 builds torch's deprecated LeafSpec on every batch; fixed by a Lightning release, not the user.
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning)
+    logger = logging.getLogger("pytorch_lightning.utilities.rank_zero")
+    if not any(isinstance(f, _DropTips) for f in logger.filters):
+        logger.addFilter(_DropTips())
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``salightning`` console script and ``python -m salightning``."""
     from_command_line = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
+    quiet_third_party()
     try:
         _run_command(argv, from_command_line)
     except USER_ERRORS as err:
         print(f"salightning: error: {reduce_union_error(str(err))}", file=sys.stderr)
         raise SystemExit(2) from None
-
-
-def reduce_union_error(message: str) -> str:
-    """jsonargparse's "Does not validate against any of the Union subtypes" lists one error per
-    subtype (``Module | None`` gives "Expected a <class 'NoneType'>"); keep the one that matters,
-    with the class it came from."""
-    if "Does not validate against any of the Union subtypes" not in message or "Errors:" not in message:
-        return message
-    body = message.split("Errors:", 1)[1].split("\nGiven value type:", 1)[0]
-    errors = [e.strip() for e in re.split(r"\n  - ", "\n" + body.strip("\n")) if e.strip()]
-    meaningful = [e for e in errors if not e.startswith("Expected a ")]
-    if len(meaningful) != 1:
-        return message
-    found = re.search(r"class_path='([\w.]+)'", message)
-    where = f"{found.group(1)}: " if found else ""
-    return where + "\n".join(line[4:] if line.startswith("    ") else line for line in meaningful[0].splitlines())

@@ -4,7 +4,8 @@ its metadata, and ONNX with dynamic batch / height / width.
 Which tool reads which format:
 
 * ``pth``: :func:`salightning.checkpoints.load_pretrained`; spandrel (chaiNNer, ComfyUI) for
-  :class:`~salightning.models.RRDBNet` with ``growth_channels=32``.
+  :class:`~salightning.models.RRDBNet` with ``growth_channels=32`` at scale 2 or 4 (1 or 2 with
+  ``pixel_unshuffle``; spandrel reads scale 3 as 2), also from ``safetensors``.
 * ``safetensors``: :func:`load_exported` (the architecture comes from the metadata) and
   :func:`salightning.checkpoints.load_pretrained`; any safetensors reader gets the tensors.
 * ``onnx``: onnxruntime, TensorRT, OpenVINO (input ``lr``, output ``sr``, in [0, 1]).

@@ -34,6 +34,16 @@ def check_output_not_inside(inputs: Iterable[str | os.PathLike], output: str | o
     return out
 
 
+def check_not_existing(paths: Iterable[Path], option: str, alternatives: str) -> None:
+    """Raise a ``FileExistsError`` naming the first of ``paths`` that exists (a dangling symlink
+    too) and how many more do, telling to pass ``--overwrite`` or ``alternatives`` (e.g.
+    "choose another --output"), so that no output replaces an existing file unasked."""
+    existing = [p for p in paths if p.exists() or p.is_symlink()]
+    if existing:
+        which = f"{existing[0]} and {len(existing) - 1} more output(s) exist" if len(existing) > 1 else f"{existing[0]} exists"
+        raise FileExistsError(f"{option}: {which}; pass --overwrite to replace them, or {alternatives}")
+
+
 def write_error(err: OSError, path: str | os.PathLike) -> OSError:
     """An ``OSError`` with ``err``'s errno and one message naming the file that could not be
     written (for a full or read-only disk), to raise ``from err`` once partial output is removed."""

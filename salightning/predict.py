@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import struct
+import sys
 import tempfile
 import zlib
 from collections import Counter
@@ -20,7 +21,7 @@ from PIL import Image
 from torch import Tensor, nn
 
 from salightning.checkpoints import TRUST_HELP
-from salightning.paths import check_output_not_inside, remove_outputs, resolve_path, write_error
+from salightning.paths import check_not_existing, check_output_not_inside, remove_outputs, resolve_path, write_error
 from salightning.tiling import check_tiling, tiled_forward, tiled_forward_uint8, tiled_forward_uint8_batch
 from salightning.video_io import ClipDecodeError
 from salightning.models.protocol import generator_spec
@@ -135,10 +136,10 @@ def write_png(image: np.ndarray, path: str | os.PathLike, compress_level: int = 
     fraction of the cost of choosing a filter per row.
 
     Shape:
-        - image: :math:`(H, W, C)` ``uint8`` with ``C`` 1 (grey), 3 (RGB) or 4 (RGBA); may be a ``numpy.memmap``.
+        - image: :math:`(H, W, C)` ``uint8`` with ``C`` 1 (grey), 2 (grey + alpha), 3 (RGB) or 4 (RGBA); may be a ``numpy.memmap``.
     """
-    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] not in (1, 3, 4):
-        raise ValueError(f"write_png takes an (H, W, 1|3|4) uint8 array; got {image.dtype} {tuple(image.shape)}")
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] not in (1, 2, 3, 4):
+        raise ValueError(f"write_png takes an (H, W, 1|2|3|4) uint8 array; got {image.dtype} {tuple(image.shape)}")
     height, width, channels = image.shape
     row_bytes = width * channels
     strip = max(1, strip_bytes // max(row_bytes, 1))
@@ -149,7 +150,7 @@ def write_png(image: np.ndarray, path: str | os.PathLike, compress_level: int = 
 
     with open(path, "wb") as handle:
         handle.write(b"\x89PNG\r\n\x1a\n")
-        chunk(handle, b"IHDR", struct.pack(">IIBBBBB", width, height, 8, {1: 0, 3: 2, 4: 6}[channels], 0, 0, 0))
+        chunk(handle, b"IHDR", struct.pack(">IIBBBBB", width, height, 8, {1: 0, 2: 4, 3: 2, 4: 6}[channels], 0, 0, 0))
         previous = np.zeros((1, row_bytes), np.uint8)
         for top in range(0, height, strip):
             rows = np.asarray(image[top : top + strip]).reshape(-1, row_bytes)
@@ -196,6 +197,63 @@ def output_size(generator: nn.Module, height: int, width: int) -> tuple[int, int
     return height * factor, width * factor
 
 
+#: ``--alpha``: how an alpha channel is upscaled (the colour always goes through the generator).
+ALPHA_MODES = ("imresize", "generator")
+#: ITU-R BT.601 luma, as Pillow's ``convert("L")``: a grey input's output is grey again.
+_LUMA = (0.299, 0.587, 0.114)
+
+
+class KeepChannels(nn.Module):
+    """An RGB generator for grey, grey + alpha, RGB and RGBA images: the output has the input's channels.
+
+    Grey runs through the generator as three equal channels and comes back as its BT.601 luma.
+    Alpha is upscaled apart from the colour, as Real-ESRGAN does: with ``alpha="imresize"``
+    by MATLAB-style bicubic (:func:`salightning.ops.imresize`: smooth edges, no texture invented in
+    a mask), with ``alpha="generator"`` through the generator as a grey image (sharper edges, twice
+    the work). Tiling is exact either way (the bicubic kernel reaches 2 input pixels).
+
+    Args:
+        generator: a single-image generator taking RGB in [0, 1].
+        alpha: one of :data:`ALPHA_MODES`.
+
+    Shape:
+        - x: :math:`(B, C, h, w)`, :math:`C \\in \\{1, 2, 3, 4\\}`.
+        - Output: :math:`(B, C, h \\cdot s, w \\cdot s)`.
+    """
+
+    def __init__(self, generator: nn.Module, alpha: str = "imresize") -> None:
+        super().__init__()
+        if alpha not in ALPHA_MODES:
+            raise ValueError(f"--alpha must be one of {', '.join(ALPHA_MODES)}; got --alpha={alpha}")
+        self.generator, self.alpha = generator, alpha
+        self.scale, self.num_frames, self.input_upsampled = generator_spec(generator)
+
+    def _grey(self, x: Tensor) -> Tensor:
+        sr = self.generator(x.expand(-1, 3, -1, -1))
+        weights = torch.tensor(_LUMA, dtype=sr.dtype, device=sr.device).view(1, 3, 1, 1)
+        return (sr * weights).sum(1, keepdim=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        from salightning.ops import imresize
+
+        channels = x.shape[1]
+        if channels not in (1, 2, 3, 4):
+            raise ValueError(f"KeepChannels takes 1 to 4 channels (grey, grey + alpha, RGB, RGBA); got shape {tuple(x.shape)}")
+        if channels == 3:
+            return self.generator(x)
+        colour = self._grey(x[:, :1]) if channels < 3 else self.generator(x[:, :3])
+        if channels == 1:
+            return colour
+        alpha = x[:, -1:]
+        alpha = self._grey(alpha) if self.alpha == "generator" else imresize(alpha.float(), self.scale).to(colour.dtype)
+        return torch.cat([colour, alpha], 1)
+
+
+def output_name(path: Path, suffix: str = "") -> str:
+    """The output PNG's name of the image ``path``: ``<stem><suffix>.png``."""
+    return f"{path.stem}{suffix}.png"
+
+
 def super_resolve_images(
     generator: nn.Module,
     files: Sequence[Path],
@@ -205,49 +263,63 @@ def super_resolve_images(
     tile_batch: int = 4,
     batch_size: int = 1,
     memmap_mib: float = MEMMAP_MIB,
+    suffix: str = "",
+    alpha: str = "imresize",
+    progress: bool | None = None,
 ) -> Iterator[SRImage]:
-    """Super-resolve image files into 8-bit outputs, ``out/<stem>.png`` each (not yet written).
+    """Super-resolve image files into 8-bit outputs, ``out/<stem><suffix>.png`` each (not yet written),
+    with the input's channels: grey stays grey, alpha is kept (:class:`KeepChannels`).
 
-    Consecutive images of equal size run through the generator ``batch_size`` at a time; an image
-    of another size starts a new batch. An image whose 8-bit output exceeds ``memmap_mib`` MiB runs
+    Consecutive images of equal size and channels run through the generator ``batch_size`` at a
+    time; another image starts a new batch. An image whose 8-bit output exceeds ``memmap_mib`` MiB runs
     alone into a ``numpy.memmap`` in a hidden temporary file in ``out`` (deleted once written), so
-    memory holds about one 8-bit output plus the tiles of one batch.
+    memory holds about one 8-bit output plus the tiles of one batch. ``progress`` shows bars for
+    the images and for the tiles of each image (``None``: when stderr is a terminal).
     """
-    from salightning.data.io import read_image
+    from tqdm import tqdm
+
+    from salightning.data.io import read_image_channels
 
     device = next(generator.parameters()).device
+    generator = KeepChannels(generator, alpha)
     pending: list[tuple[Path, Tensor]] = []
+    bar = tqdm(total=len(files), unit="image", desc="images", disable=len(files) < 2 or (None if progress is None else not progress))
 
     def flush() -> Iterator[SRImage]:
         batch = torch.stack([lr for _, lr in pending]).to(device)
-        sr = tiled_forward_uint8_batch(generator, batch, tile, overlap, tile_batch)
+        sr = tiled_forward_uint8_batch(generator, batch, tile, overlap, tile_batch, progress=progress)
         names = [path for path, _ in pending]
         pending.clear()
         del batch
         for i, path in enumerate(names):
-            yield SRImage(out / f"{path.stem}.png", sr[i])
+            yield SRImage(out / output_name(path, suffix), sr[i])
+            bar.update(1)
 
-    for path in files:
-        lr = read_image(path)
-        height, width = output_size(generator, *lr.shape[-2:])
-        if pending and (len(pending) == batch_size or pending[0][1].shape != lr.shape):
+    try:
+        for path in files:
+            lr = read_image_channels(path)
+            height, width = output_size(generator, *lr.shape[-2:])
+            if pending and (len(pending) == batch_size or pending[0][1].shape != lr.shape):
+                yield from flush()
+            if height * width * lr.shape[0] > memmap_mib * 2**20:
+                handle, name = tempfile.mkstemp(dir=out, prefix=f".{path.stem}.", suffix=".uint8")
+                os.close(handle)
+                backing = Path(name)
+                try:
+                    pixels = np.memmap(backing, dtype=np.uint8, mode="w+", shape=(height, width, lr.shape[0]))
+                    tiled_forward_uint8(generator, lr[None].to(device), tile, overlap, tile_batch, out=pixels, progress=progress)
+                except BaseException:
+                    backing.unlink(missing_ok=True)
+                    raise
+                del lr  # not held while the PNG is written
+                yield SRImage(out / output_name(path, suffix), pixels, backing)
+                bar.update(1)
+            else:
+                pending.append((path, lr))
+        if pending:
             yield from flush()
-        if height * width * lr.shape[0] > memmap_mib * 2**20:
-            handle, name = tempfile.mkstemp(dir=out, prefix=f".{path.stem}.", suffix=".uint8")
-            os.close(handle)
-            backing = Path(name)
-            try:
-                pixels = np.memmap(backing, dtype=np.uint8, mode="w+", shape=(height, width, lr.shape[0]))
-                tiled_forward_uint8(generator, lr[None].to(device), tile, overlap, tile_batch, out=pixels)
-            except BaseException:
-                backing.unlink(missing_ok=True)
-                raise
-            del lr  # not held while the PNG is written
-            yield SRImage(out / f"{path.stem}.png", pixels, backing)
-        else:
-            pending.append((path, lr))
-    if pending:
-        yield from flush()
+    finally:
+        bar.close()
 
 
 # ---------------------------------------------------------------- predict
@@ -263,16 +335,25 @@ def predict_path(
     batch_size: int = 1,
     memmap_mib: float = MEMMAP_MIB,
     video_options: dict[str, Any] | None = None,
+    suffix: str = "",
+    overwrite: bool = False,
+    alpha: str = "imresize",
+    progress: bool | None = None,
 ) -> list[Path]:
     """Super-resolve an image, a folder of images, a folder of frames, a video file, or a folder
     of video files.
 
-    * an image: ``output/<name>.png``;
-    * a folder: each image to ``output/<name>.png`` (single-image generator), or, for a video
-      generator, the folder is one clip: ``output/<folder>/<frame>.png``;
-    * a video file: ``output/<stem>/frame_NNNNN.png`` and ``output/<stem>_sr.mp4`` (codec, quality,
-      frame rate and audio from the input unless ``video_options`` say otherwise);
+    * an image: ``output/<stem><suffix>.png``, grey, grey + alpha, RGB or RGBA as the input
+      (alpha upscaled by ``alpha``, see :class:`KeepChannels`);
+    * a folder: each image as above (single-image generator), or, for a video generator, the
+      folder is one clip: ``output/<folder><suffix>/<frame>.png``;
+    * a video file: ``output/<stem><suffix>/frame_NNNNN.png`` and ``output/<stem><suffix>_sr.mp4``
+      (codec, quality, frame rate and audio from the input unless ``video_options`` say otherwise);
     * a folder holding videos and no images: each video as above.
+
+    An existing file is never replaced unless ``overwrite`` (then it is replaced, a symlink
+    included, not written through); an input never is. ``progress`` shows bars for images, tiles
+    and frames (``None``: when stderr is a terminal).
 
     Clips are streamed (:func:`salightning.video_io.predict_clip`): memory holds the generator's
     window of frames, not the clip; a progress bar shows frames/s on a terminal. Images are
@@ -285,6 +366,7 @@ def predict_path(
     Raises:
         FileNotFoundError: the input does not exist.
         ValueError: unreadable input, an output that would overwrite the input, or bad tiling options.
+        FileExistsError: an output exists and ``overwrite`` is not set; the message names it.
         OSError: a file could not be written (full or read-only disk), with its errno and name;
             the files of this call are removed, and the folders it created (the frames of a clip
             that failed mid-stream are kept, and named in the error).
@@ -293,13 +375,16 @@ def predict_path(
     check_tiling(tile, overlap, tile_batch)
     if batch_size < 1:
         raise ValueError(f"--batch_size must be >= 1; got --batch_size={batch_size}")
-    units = work_units(generator, src, out)
+    units = work_units(generator, src, out, suffix, overwrite)
     written: list[Path] = []
-    clip_folders = (out / src.stem, out / resolve_path(src, "--input").name)  # video outputs go into one
+    clip_folders = [clip_outputs(u, out, suffix)[0] for u in units if u.kind != "image"]
     created = [p for p in (*clip_folders, out, *out.parents) if not p.exists()]
     try:
         out.mkdir(parents=True, exist_ok=True)
-        run_units(generator, units, out, tile, overlap, tile_batch, batch_size, memmap_mib, video_options, written)
+        run_units(
+            generator, units, out, tile, overlap, tile_batch, batch_size, memmap_mib, video_options, written,
+            suffix=suffix, overwrite=overwrite, alpha=alpha, progress=progress,
+        )
         return written
     except BaseException as err:
         if not isinstance(err, ClipDecodeError):  # a damaged clip keeps the frames made before it
@@ -317,9 +402,48 @@ class WorkUnit:
     path: Path
 
 
-def work_units(generator: nn.Module, src: Path, out: Path) -> list[WorkUnit]:
+def clip_outputs(unit: WorkUnit, out: Path, suffix: str = "") -> tuple[Path, Path | None]:
+    """Where a clip's SR goes: its folder of PNG frames and, for a video file, its SR video."""
+    if unit.kind == "video":
+        return out / f"{unit.path.stem}{suffix}", out / f"{unit.path.stem}{suffix}_sr.mp4"
+    return out / f"{resolve_path(unit.path, '--input').name}{suffix}", None
+
+
+def planned_outputs(unit: WorkUnit, out: Path, suffix: str = "") -> list[Path]:
+    """The files ``unit`` will write under ``out``."""
+    from salightning.data.io import FrameFolder, VideoFile
+
+    if unit.kind == "image":
+        return [out / output_name(unit.path, suffix)]
+    frames_dir, video = clip_outputs(unit, out, suffix)
+    if unit.kind == "video":
+        return [frames_dir / f"frame_{t:05d}.png" for t in range(len(VideoFile(unit.path)))] + [video]
+    return [frames_dir / f"{frame.stem}.png" for frame in FrameFolder(unit.path, option="--input").frames]
+
+
+def check_outputs_free(units: Sequence[WorkUnit], out: Path, suffix: str, overwrite: bool) -> None:
+    """Refuse outputs that exist (unless ``overwrite``) or that are, through a symlink, one of the inputs (always)."""
+    from salightning.data.io import FrameFolder
+
+    inputs = {resolve_path(u.path, "--input") for u in units if u.kind != "frames"}
+    inputs |= {resolve_path(f, "--input") for u in units if u.kind == "frames" for f in FrameFolder(u.path, option="--input").frames}
+    planned = [p for u in units for p in planned_outputs(u, out, suffix)]
+    onto_inputs = [p for p in planned if resolve_path(p, "--output") in inputs]
+    if onto_inputs:
+        raise ValueError(f"--output {str(out)!r}: {onto_inputs[0]} is an input (inputs are never overwritten, even with --overwrite); choose another --output or --suffix")
+    if not overwrite:
+        check_not_existing(planned, f"--output {str(out)!r}", "choose another --output or --suffix")
+
+
+def work_units(generator: nn.Module, src: Path, out: Path, suffix: str = "", overwrite: bool = False) -> list[WorkUnit]:
     """The inputs of ``--input`` as work units, checked before any work (existence, types,
-    outputs that would overwrite inputs or each other)."""
+    outputs that would overwrite inputs, each other, or existing files unless ``overwrite``)."""
+    units = _find_units(generator, src, out)
+    check_outputs_free(units, out, suffix, overwrite)
+    return units
+
+
+def _find_units(generator: nn.Module, src: Path, out: Path) -> list[WorkUnit]:
     from salightning.data.io import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, list_images
 
     resolve_path(src, "--input")  # a symlink loop is named as one, not as a missing file
@@ -360,27 +484,42 @@ def run_units(
     memmap_mib: float,
     video_options: dict[str, Any] | None,
     written: list[Path],
+    *,
+    suffix: str = "",
+    overwrite: bool = False,
+    alpha: str = "imresize",
+    progress: bool | None = None,
 ) -> None:
-    """Super-resolve ``units`` into ``out``; each file is appended to ``written`` before it is written."""
-    from salightning.data.io import FrameFolder, VideoFile
+    """Super-resolve ``units`` into ``out`` (checked by :func:`work_units`); each file is appended
+    to ``written`` before it is written. ``overwrite`` removes an existing output first."""
+    from salightning.data.io import FrameFolder, VideoFile, probe_image
     from salightning.video_io import predict_clip
 
     images = [u.path for u in units if u.kind == "image"]
-    for item in super_resolve_images(generator, images, out, tile, overlap, tile_batch, batch_size, memmap_mib):
+    for item in super_resolve_images(generator, images, out, tile, overlap, tile_batch, batch_size, memmap_mib, suffix, alpha, progress):
+        if overwrite:
+            item.output.unlink(missing_ok=True)  # replace a symlink, never write through it
         written.append(item.output)
         item.write()
     for unit in units:
+        if unit.kind == "image":
+            continue
+        frames_dir, video = clip_outputs(unit, out, suffix)
+        if overwrite:
+            for path in planned_outputs(unit, out, suffix):
+                path.unlink(missing_ok=True)
         if unit.kind == "video":
             predict_clip(
-                generator, VideoFile(unit.path), out / unit.path.stem, out / f"{unit.path.stem}_sr.mp4",
-                tile=tile, overlap=overlap, tile_batch=tile_batch, written=written, **(video_options or {}),
+                generator, VideoFile(unit.path), frames_dir, video, tile=tile, overlap=overlap, tile_batch=tile_batch,
+                progress=progress, written=written, **(video_options or {}),
             )
-        elif unit.kind == "frames":
+        else:
             clip = FrameFolder(unit.path, option="--input")
-            names = [frame.stem for frame in clip.frames]
+            if probe_image(clip.frames[0]).has_alpha:
+                print(f"salightning: note: the frames in {unit.path} have an alpha channel; a video generator sees RGB, so the SR frames have none", file=sys.stderr)
             predict_clip(
-                generator, clip, out / resolve_path(unit.path, "--input").name, None, names,
-                tile=tile, overlap=overlap, tile_batch=tile_batch, written=written,
+                generator, clip, frames_dir, None, [frame.stem for frame in clip.frames],
+                tile=tile, overlap=overlap, tile_batch=tile_batch, progress=progress, written=written,
             )
 
 
@@ -424,24 +563,32 @@ def _lightning_parts() -> tuple[type, type]:
             units = [self.units[i] for i in batch]
             o = self.options
             images = [u.path for u in units if u.kind == "image"]
-            made: list[Any] = list(super_resolve_images(self.generator, images, self.out, o["tile"], o["overlap"], o["tile_batch"], o["batch_size"], o["memmap_mib"]))
+            made: list[Any] = list(super_resolve_images(
+                self.generator, images, self.out, o["tile"], o["overlap"], o["tile_batch"], o["batch_size"], o["memmap_mib"], o["suffix"], o["alpha"], False,
+            ))
             clips = [u for u in units if u.kind != "image"]
             if clips:  # clips are streamed: their frames are written as they are made
                 written: list[Path] = []
-                run_units(self.generator, clips, self.out, o["tile"], o["overlap"], o["tile_batch"], 1, o["memmap_mib"], o["video_options"], written)
+                run_units(
+                    self.generator, clips, self.out, o["tile"], o["overlap"], o["tile_batch"], 1, o["memmap_mib"], o["video_options"], written,
+                    suffix=o["suffix"], overwrite=o["overwrite"], alpha=o["alpha"], progress=False,
+                )
                 made += written
             return made
 
     class RankWriter(BasePredictionWriter):
         """Writes each rank's images as its batches end; records every file (``written``)."""
 
-        def __init__(self) -> None:
+        def __init__(self, overwrite: bool = False) -> None:
             super().__init__(write_interval="batch")
             self.written: list[Path] = []
+            self.overwrite = overwrite
 
         def write_on_batch_end(self, trainer: Any, pl_module: Any, prediction: Any, batch_indices: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
             for item in prediction:
                 if isinstance(item, SRImage):
+                    if self.overwrite:
+                        item.output.unlink(missing_ok=True)
                     self.written.append(item.output)
                     item.write()
                 else:
@@ -463,13 +610,17 @@ def predict_on_devices(
     """
     import pytorch_lightning as pl
 
-    options = {"tile": 256, "overlap": 32, "tile_batch": 4, "batch_size": 1, "memmap_mib": MEMMAP_MIB, "video_options": None, **options}
+    options = {
+        "tile": 256, "overlap": 32, "tile_batch": 4, "batch_size": 1, "memmap_mib": MEMMAP_MIB, "video_options": None,
+        "suffix": "", "overwrite": False, "alpha": "imresize", **options,
+    }
+    options.pop("progress", None)  # one bar per rank would interleave
     check_tiling(options["tile"], options["overlap"], options["tile_batch"])
     src, out = Path(input).expanduser(), Path(output).expanduser()
-    units = work_units(generator, src, out)
+    units = work_units(generator, src, out, options["suffix"], options["overwrite"])
     out.mkdir(parents=True, exist_ok=True)
     module_cls, writer_cls = _lightning_parts()
-    writer = writer_cls()
+    writer = writer_cls(options["overwrite"])
     trainer = pl.Trainer(
         accelerator=accelerator, devices=devices, strategy="ddp" if devices > 1 else "auto", use_distributed_sampler=False,
         logger=False, enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=False, callbacks=[writer],
@@ -500,6 +651,13 @@ def add_arguments(parser: Any) -> None:
     parser.add_argument("--video_codec", type=str | None, default=None, help="encoder of the output video (default: the input's codec where an encoder exists, else libx264)")
     parser.add_argument("--crf", type=int | None, default=None, help="quality of the output video (default: the input's x264/x265 CRF when it records one, else 12)")
     parser.add_argument("--trust_module", type=str, nargs="+", default=[], help=TRUST_HELP)
+    parser.add_argument("--suffix", type=str, default="", help="appended to each output's name: photo.png -> photo<suffix>.png (e.g. _x4)")
+    parser.add_argument("--overwrite", action="store_true", help="replace outputs that exist (never an input); without it an existing output stops the run before any work")
+    parser.add_argument(
+        "--alpha", type=str, default="imresize", choices=list(ALPHA_MODES),
+        help="upscaling of an alpha channel (kept, apart from the colour): imresize = bicubic, smooth; generator = through the network as grey, sharper",
+    )
+    parser.add_argument("--progress", type=bool | None, default=None, help="progress bars for images, tiles and frames (default: when stderr is a terminal)")
 
 
 def main(args: Any) -> list[Path]:
@@ -513,6 +671,8 @@ def main(args: Any) -> list[Path]:
     check_devices(args.devices, args.device)
     if args.batch_size < 1:
         raise ValueError(f"--batch_size must be >= 1; got --batch_size={args.batch_size}")
+    if "/" in args.suffix or os.sep in args.suffix:
+        raise ValueError(f"--suffix is appended to file names and cannot hold a path separator; got --suffix={args.suffix!r}")
     if args.crf is not None and not 0 <= args.crf <= 63:
         raise ValueError(f"--crf must be in [0, 63] (0 = lossless, 12 visually lossless); got --crf={args.crf}")
     video_options = {"codec": args.video_codec, "crf": args.crf}
@@ -525,7 +685,10 @@ def main(args: Any) -> list[Path]:
         args.ckpt_path, args.generator, args.generator_init_args, use_ema=not args.no_ema,
         map_location="cpu" if many else device, trusted_modules=args.trust_module,
     ).to(dtype)
-    options = {"tile": args.tile, "overlap": args.tile_overlap, "tile_batch": args.tile_batch, "batch_size": args.batch_size, "memmap_mib": args.memmap_mib, "video_options": video_options}
+    options = {
+        "tile": args.tile, "overlap": args.tile_overlap, "tile_batch": args.tile_batch, "batch_size": args.batch_size, "memmap_mib": args.memmap_mib,
+        "video_options": video_options, "suffix": args.suffix, "overwrite": args.overwrite, "alpha": args.alpha, "progress": args.progress,
+    }
     if many:
         written = predict_on_devices(generator, args.input, args.output, args.devices, "gpu" if device.type == "cuda" else "cpu", **options)
         rank = int(os.environ.get("LOCAL_RANK", os.environ.get("RANK", 0)))

@@ -6,7 +6,8 @@
         version_1/                <- a rerun never writes into version_0
 
 ``--ckpt_path last`` resumes the newest run that has a ``last*.ckpt`` and keeps writing into that
-run's folder; a checkpoint path inside ``<root>/<run>/checkpoints`` resumes that run. Under a
+run's folder (a run that failed before its first checkpoint or metrics row leaves no folder:
+:func:`remove_unused_run`); a checkpoint path inside ``<root>/<run>/checkpoints`` resumes that run. Under a
 cluster launcher (a SLURM batch job, torchrun) every rank starts at once, so the run is
 named after the job (``slurm-<job id>``, ``torchrun-<run id>``): all ranks agree and a requeued
 job continues its own folder. Processes started by Lightning's launcher inherit the folder
@@ -17,10 +18,12 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import socket
+from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["RUN_DIR_ENV", "RunFolderInUseError", "RunLock", "choose_run_dir", "is_global_rank_zero"]
+__all__ = ["RUN_DIR_ENV", "RunFolderInUseError", "RunLock", "choose_run_dir", "is_global_rank_zero", "remove_unused_run", "run_has_results"]
 
 #: Environment variable naming the run folder (set for child processes, or by a user).
 RUN_DIR_ENV = "SALIGHTNING_RUN_DIR"
@@ -87,6 +90,30 @@ def choose_run_dir(root: str | os.PathLike, ckpt_path: str | None = None) -> Pat
         return root / name
     versions = [int(m.group(1)) for p in (root.iterdir() if root.is_dir() else []) if (m := _VERSION.match(p.name))]
     return root / f"version_{max(versions, default=-1) + 1}"
+
+
+def run_has_results(run_dir: str | os.PathLike) -> bool:
+    """Whether a run folder holds what a run is kept for: a checkpoint or a row of metrics
+    (not only what setup writes: the lock, config.yaml, hparams.yaml, sanity-check panels)."""
+    run = Path(run_dir)
+    if any(p.is_file() for p in run.rglob("*.ckpt")):
+        return True
+    return any(len(p.read_text(errors="replace").splitlines()) > 1 for p in run.rglob("metrics.csv") if p.is_file())
+
+
+def remove_unused_run(created: Sequence[Path]) -> None:
+    """After a failed command: delete the run folder ``created[0]`` unless it has results
+    (:func:`run_has_results`), then the folders above it in ``created`` that are left empty.
+
+    Args:
+        created: the run folder and its parents that the command made, deepest first (empty: nothing to do).
+    """
+    if not created or not created[0].is_dir() or run_has_results(created[0]):
+        return
+    shutil.rmtree(created[0], ignore_errors=True)
+    for folder in created[1:]:
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
 
 
 class RunLock:

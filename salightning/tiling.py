@@ -131,21 +131,29 @@ def param_dtype(generator: nn.Module) -> torch.dtype:
     return next((p.dtype for p in generator.parameters() if p.is_floating_point()), torch.float32)
 
 
-def _tiles(generator: nn.Module, x: Tensor, grid: TileGrid, tile_batch: int) -> Iterator[tuple[tuple[int, int, int, int], Tensor]]:
-    # Yields ((y0, y1, x0, x1) in input pixels, the SR of that region) for each tile, batch by batch.
+def _tiles(
+    generator: nn.Module, x: Tensor, grid: TileGrid, tile_batch: int, progress: bool | None = False
+) -> Iterator[tuple[tuple[int, int, int, int], Tensor]]:
+    # Yields ((y0, y1, x0, x1) in input pixels, the SR of that region) for each tile, batch by batch;
+    # with progress (None: on a terminal) a bar counts the tiles of a tiled input.
+    from tqdm import tqdm
+
     factor = 1 if generator_spec(generator).input_upsampled else generator_spec(generator).scale
     rows = list(zip(grid.tops, owned_ranges(grid.tops, grid.tile_h, grid.height)))
     cols = list(zip(grid.lefts, owned_ranges(grid.lefts, grid.tile_w, grid.width)))
     jobs = [(top, ys, left, xs) for top, ys in rows for left, xs in cols]
     b = x.shape[0]
     dtype = param_dtype(generator)
-    for i in range(0, len(jobs), tile_batch):
-        chunk = jobs[i : i + tile_batch]
-        patches = torch.cat([x[..., top : top + grid.tile_h, left : left + grid.tile_w] for top, _, left, _ in chunk]).to(dtype)
-        sr = generator(patches)
-        for j, (top, (y0, y1), left, (x0, x1)) in enumerate(chunk):
-            region = sr[j * b : (j + 1) * b, ..., (y0 - top) * factor : (y1 - top) * factor, (x0 - left) * factor : (x1 - left) * factor]
-            yield (y0 * factor, y1 * factor, x0 * factor, x1 * factor), region
+    disable = grid.num_tiles < 2 or (None if progress is None else not progress)
+    with tqdm(total=len(jobs), unit="tile", desc=f"{grid.height}x{grid.width}", leave=False, disable=disable) as bar:
+        for i in range(0, len(jobs), tile_batch):
+            chunk = jobs[i : i + tile_batch]
+            patches = torch.cat([x[..., top : top + grid.tile_h, left : left + grid.tile_w] for top, _, left, _ in chunk]).to(dtype)
+            sr = generator(patches)
+            for j, (top, (y0, y1), left, (x0, x1)) in enumerate(chunk):
+                region = sr[j * b : (j + 1) * b, ..., (y0 - top) * factor : (y1 - top) * factor, (x0 - left) * factor : (x1 - left) * factor]
+                yield (y0 * factor, y1 * factor, x0 * factor, x1 * factor), region
+            bar.update(len(chunk))
 
 
 @torch.no_grad()
@@ -192,7 +200,13 @@ def to_uint8(image: Tensor) -> Tensor:
 
 @torch.no_grad()
 def tiled_forward_uint8(
-    generator: nn.Module, x: Tensor, tile: int = 256, overlap: int = 32, tile_batch: int = 4, out: np.ndarray | None = None
+    generator: nn.Module,
+    x: Tensor,
+    tile: int = 256,
+    overlap: int = 32,
+    tile_batch: int = 4,
+    out: np.ndarray | None = None,
+    progress: bool | None = False,
 ) -> np.ndarray:
     """Super-resolve one image tile by tile straight into an 8-bit ``(H, W, C)`` array.
 
@@ -205,6 +219,7 @@ def tiled_forward_uint8(
         tile, overlap, tile_batch: as :func:`tiled_forward`.
         out: the array to write into (e.g. a ``numpy.memmap`` for very large outputs); allocated
             when ``None``.
+        progress: a progress bar of the tiles (``None``: when stderr is a terminal).
 
     Returns:
         ``out``: the super-resolved image in ``uint8``.
@@ -215,18 +230,25 @@ def tiled_forward_uint8(
     """
     if x.shape[0] != 1:
         raise ValueError(f"tiled_forward_uint8 takes one image (batch of 1); got a batch of {x.shape[0]}")
-    return tiled_forward_uint8_batch(generator, x, tile, overlap, tile_batch, None if out is None else out[None])[0]
+    return tiled_forward_uint8_batch(generator, x, tile, overlap, tile_batch, None if out is None else out[None], progress)[0]
 
 
 @torch.no_grad()
 def tiled_forward_uint8_batch(
-    generator: nn.Module, x: Tensor, tile: int = 256, overlap: int = 32, tile_batch: int = 4, out: np.ndarray | None = None
+    generator: nn.Module,
+    x: Tensor,
+    tile: int = 256,
+    overlap: int = 32,
+    tile_batch: int = 4,
+    out: np.ndarray | None = None,
+    progress: bool | None = False,
 ) -> np.ndarray:
     """:func:`tiled_forward_uint8` for a batch of equal-size images: the batch runs through the
     generator together, tile by tile.
 
     Args:
         out: the ``(B, H, W, C)`` ``uint8`` array to write into; allocated when ``None``.
+        progress: a progress bar of the tiles (``None``: when stderr is a terminal).
 
     Shape:
         - x: :math:`(B, C, h, w)` or :math:`(B, T, C, H, W)`.
@@ -235,7 +257,7 @@ def tiled_forward_uint8_batch(
     check_tiling(tile, overlap, tile_batch)
     grid = tile_grid(x.shape[-2], x.shape[-1], tile, overlap)
     factor = 1 if generator_spec(generator).input_upsampled else generator_spec(generator).scale
-    for (y0, y1, x0, x1), region in _tiles(generator, x, grid, tile_batch):
+    for (y0, y1, x0, x1), region in _tiles(generator, x, grid, tile_batch, progress):
         shape = (x.shape[0], grid.height * factor, grid.width * factor, region.shape[-3])
         if out is None:
             out = np.empty(shape, dtype=np.uint8)

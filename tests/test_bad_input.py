@@ -461,6 +461,30 @@ def _(u):
     return predict(u, _good(u), output=u.path("inputs")), ["--output"]
 
 
+@case("predict-over-an-unrelated-existing-file")
+def _(u):
+    # --input d/sub --output d: d/b.png is no input, but an output would replace it
+    save_png(load_photo("astronaut")[:, 100:124, 100:132], u.path("d", "sub", "b.png"))
+    save_png(load_photo("chelsea")[:, :8, :8], u.path("d", "b.png"))
+    return predict(u, _good(u), u.path("d", "sub"), output=u.path("d")), [str(u.path("d", "b.png")), "--overwrite"]
+
+
+@case("predict-overwrite-onto-an-input-through-a-symlink")
+def _(u):
+    save_png(load_photo("astronaut")[:, 100:124, 100:132], u.path("e", "sub", "b.png"))
+    if not u.path("e", "b.png").is_symlink():
+        u.path("e", "b.png").symlink_to(u.path("e", "sub", "b.png"))
+    return predict(u, _good(u), u.path("e", "sub"), "--overwrite", output=u.path("e")), ["b.png", "is an input"]
+
+
+@case("evaluate-over-existing-results")
+def _(u):
+    u.path("evaluation").mkdir(exist_ok=True)
+    u.path("evaluation", "results.csv").write_text("an earlier evaluation\n")
+    argv = ["evaluate", "--ckpt_path", _good(u), "--test_sets", f"t={u.path('paired_hr')}", "--output", u.path("evaluation"), "--lpips", "none"]
+    return argv, [str(u.path("evaluation", "results.csv")), "--overwrite"]
+
+
 @case("export-over-an-existing-file")
 def _(u):
     return ["export", "--ckpt_path", _good(u), "--output", u.path("ckpts", "x2_weights.pth")], ["x2_weights.pth", "exists"]
@@ -514,3 +538,44 @@ def test_bad_input_exits_non_zero_naming_the_culprit_and_touches_no_user_file(na
     for culprit in culprits:
         assert culprit in err, f"{culprit!r} not named in:\n{err[-3000:]}"
     assert tree_digest(user.root) == before
+
+
+# --------------------------------------------------------------------------------------------
+# Failed runs leave no run folder
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "command, option", [("fit", "--data.init_args.train_hr"), ("fit", "--model.pretrained_generator"), ("validate", "--data.init_args.val_hr")]
+)
+def test_a_run_failing_on_a_missing_path_leaves_no_folder(user, good_checkpoint, tmp_path, capsys, monkeypatch, command, option):
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    monkeypatch.setattr(sys, "argv", ["salightning"])
+    monkeypatch.chdir(tmp_path)
+    # the logs go into the run folder, as with the shipped configs
+    config = user.variant("logs_in_the_run_folder", lambda c: c["trainer"].pop("logger"))
+    earlier = tmp_path / "experiment" / "version_0"
+    (earlier / "checkpoints").mkdir(parents=True)
+    (earlier / "checkpoints" / "last.ckpt").write_bytes(good_checkpoint.read_bytes())
+    for root in (tmp_path / "new" / "experiment", tmp_path / "experiment"):
+        before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+        code, err = run([command, "--config", config, option, tmp_path / "no_such_path", "--trainer.default_root_dir", root], capsys)
+        assert code == 2 and "no_such_path" in err, err[-3000:]
+        assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before  # no new folder, not even the root
+
+
+def test_ckpt_path_last_never_picks_a_folder_without_a_checkpoint(tmp_path):
+    import os
+    import time
+
+    from salightning.runs import choose_run_dir
+
+    (tmp_path / "version_0" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "version_0" / "checkpoints" / "last.ckpt").write_bytes(b"state")
+    past = time.time() - 60
+    os.utime(tmp_path / "version_0" / "checkpoints" / "last.ckpt", (past, past))
+    (tmp_path / "version_1" / "checkpoints").mkdir(parents=True)  # newer, empty: a run that failed early
+    (tmp_path / "version_2").mkdir()
+    (tmp_path / "version_2" / ".lock").write_text("process 1\n")
+    (tmp_path / "version_2" / "config.yaml").write_text("trainer: {}\n")
+    assert choose_run_dir(tmp_path, "last") == tmp_path / "version_0"

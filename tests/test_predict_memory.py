@@ -39,9 +39,18 @@ def test_write_png_reads_back_exactly(photos, tmp_path, channels, strip_bytes):
 
 
 def test_write_png_refuses_what_png_cannot_hold(tmp_path):
-    with pytest.raises(ValueError, match=r"\(H, W, 1\|3\|4\) uint8 array; got float32 \(4, 4, 3\)"):
+    with pytest.raises(ValueError, match=r"\(H, W, 1\|2\|3\|4\) uint8 array; got float32 \(4, 4, 3\)"):
         write_png(np.zeros((4, 4, 3), np.float32), tmp_path / "x.png")
     assert not (tmp_path / "x.png").exists()
+
+
+@pytest.mark.parametrize("channels, mode", [(1, "L"), (2, "LA"), (3, "RGB"), (4, "RGBA")])
+def test_write_png_round_trips_every_channel_layout(tmp_path, channels, mode):
+    image = np.random.default_rng(channels).integers(0, 256, (7, 9, channels), dtype=np.uint8)
+    write_png(image, tmp_path / "x.png", strip_bytes=20)
+    with Image.open(tmp_path / "x.png") as im:
+        assert im.mode == mode
+        assert np.array_equal(np.asarray(im).reshape(7, 9, channels), image)
 
 
 def test_a_memory_mapped_output_equals_the_in_memory_one_and_leaves_no_temp_file(photos, tmp_path):

@@ -1,4 +1,5 @@
-"""Inference options of ``salightning predict``: --precision, --device, --batch_size, --devices."""
+"""Inference options of ``salightning predict``: --precision, --device, --batch_size, --devices,
+--suffix, --overwrite, --alpha, --progress; grey and alpha kept."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from conftest import run_in_group, run_main, save_png
 from salightning.metrics import psnr
 from salightning.models import RRDBNet
 from salightning.checkpoints import load_pretrained
-from salightning.predict import RankSplit, predict_path
+from salightning.predict import MEMMAP_MIB, RankSplit, predict_path
 
 SHIPPED_STAGE1 = Path(__file__).resolve().parents[1] / "salightning" / "assets" / "quickstart_psnr_x4.pth"
 SCRIPT = Path(sys.executable).with_name("salightning")
@@ -126,3 +127,161 @@ def test_two_cpu_processes_write_every_output_once_and_equal_to_one_device(photo
     assert counts == {0: 3, 1: 2}, two.stdout + two.stderr
     assert _digests(tmp_path / "two") == _digests(tmp_path / "one")
     assert len(_digests(tmp_path / "one")) == 5
+
+
+# --------------------------------------------------------------------------------------------
+# Channels, names, progress and existing files (issue 24 item 6, issue 25 item 5)
+# --------------------------------------------------------------------------------------------
+
+
+def _photo_with_alpha(photo: torch.Tensor, height: int, width: int) -> np.ndarray:
+    """An (H, W, 4) uint8 crop of a real photo with a soft round alpha mask."""
+    rgb = (photo[:, 60 : 60 + height, 80 : 80 + width].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    yy, xx = np.mgrid[:height, :width]
+    radius = np.hypot(yy - height / 2, xx - width / 2) / (min(height, width) / 2)
+    alpha = (np.clip(1.5 - radius, 0, 1) * 255).round().astype(np.uint8)
+    return np.dstack([rgb, alpha])
+
+
+@pytest.mark.parametrize("memmap_mib", [MEMMAP_MIB, 0], ids=["in-memory", "memory-mapped"])
+def test_rgba_keeps_alpha_upscaled_apart_and_the_colour_of_rgb(shipped, photos, tmp_path, memmap_mib):
+    from salightning.ops import imresize
+
+    rgba = _photo_with_alpha(photos[1], 24, 32)
+    (tmp_path / "rgba").mkdir()
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "rgba" / "cat.png")
+    Image.fromarray(rgba[..., :3]).save(tmp_path / "rgb.png")
+    (out,) = predict_path(shipped, tmp_path / "rgba" / "cat.png", tmp_path / "out", tile=16, overlap=8, memmap_mib=memmap_mib)
+    (rgb_out,) = predict_path(shipped, tmp_path / "rgb.png", tmp_path / "rgb_out", tile=16, overlap=8)
+    with Image.open(out) as im:
+        assert im.mode == "RGBA" and im.size == (128, 96)
+        got = np.asarray(im)
+    assert np.array_equal(got[..., :3], np.asarray(Image.open(rgb_out)))  # the colour as without alpha
+    alpha = torch.from_numpy(rgba[..., 3].astype(np.float32) / 255)[None, None]
+    expected = (imresize(alpha, 4).clamp(0, 1) * 255 + 0.5).floor().to(torch.uint8)[0, 0].numpy()
+    assert np.abs(got[..., 3].astype(int) - expected.astype(int)).max() <= 1  # bicubic, tiled or not
+    assert got[0, 0, 3] == 0 and got[48, 64, 3] == 255  # transparent corner, opaque centre
+
+
+def test_alpha_through_the_generator_is_its_grey_output(shipped, photos, tmp_path):
+    rgba = _photo_with_alpha(photos[1], 24, 32)
+    (tmp_path / "in").mkdir()
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "in" / "cat.png")
+    Image.fromarray(np.repeat(rgba[..., 3:], 3, axis=2)).save(tmp_path / "mask.png")
+    (out,) = predict_path(shipped, tmp_path / "in" / "cat.png", tmp_path / "out", tile=0, alpha="generator")
+    (mask,) = predict_path(shipped, tmp_path / "mask.png", tmp_path / "mask_out", tile=0)
+    luma = np.asarray(Image.open(mask).convert("L")).astype(int)
+    assert np.abs(np.asarray(Image.open(out))[..., 3].astype(int) - luma).max() <= 1
+
+
+def test_grey_stays_grey_with_and_without_alpha(shipped, photos, tmp_path):
+    grey = np.asarray(Image.fromarray(_photo_with_alpha(photos[0], 24, 32)[..., :3]).convert("L"))
+    alpha = _photo_with_alpha(photos[0], 24, 32)[..., 3]
+    (tmp_path / "in").mkdir()
+    Image.fromarray(grey, "L").save(tmp_path / "in" / "grey.png")
+    Image.fromarray(np.dstack([grey, alpha]), "LA").save(tmp_path / "in" / "grey_alpha.png")
+    Image.fromarray(np.dstack([grey] * 3)).save(tmp_path / "grey_as_rgb.png")
+    outputs = predict_path(shipped, tmp_path / "in", tmp_path / "out", tile=16, overlap=8)
+    (as_rgb,) = predict_path(shipped, tmp_path / "grey_as_rgb.png", tmp_path / "rgb_out", tile=16, overlap=8)
+    modes = {p.name: Image.open(p).mode for p in outputs}
+    assert modes == {"grey.png": "L", "grey_alpha.png": "LA"}
+    expected = np.asarray(Image.open(as_rgb).convert("L")).astype(int)  # BT.601 luma, as Pillow
+    got = np.asarray(Image.open(tmp_path / "out" / "grey.png")).astype(int)
+    assert got.shape == (96, 128) and np.abs(got - expected).max() <= 1
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "out" / "grey_alpha.png"))[..., 0], got)
+
+
+def test_suffix_names_the_outputs(shipped, photos, tmp_path, capsys):
+    save_png(photos[2][:, 100:124, 150:182], tmp_path / "in" / "coffee.png")
+    code, out, err = run_main(["predict", "--ckpt_path", SHIPPED_STAGE1, *GENERATOR_ARGS, "--input", tmp_path / "in", "--output", tmp_path / "out", "--suffix", "_x4", "--device", "cpu"], capsys)
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["coffee_x4.png"]
+    code, _, err = run_main(["predict", "--ckpt_path", SHIPPED_STAGE1, *GENERATOR_ARGS, "--input", tmp_path / "in", "--output", tmp_path / "out", "--suffix", "a/b"], capsys)
+    assert code == 2 and "--suffix" in err
+
+
+def test_progress_bars_count_images_and_tiles(shipped, photos, tmp_path, capsys):
+    for i in range(2):
+        save_png(photos[i][:, 60:100, 80:128], tmp_path / "in" / f"p{i}.png")
+    predict_path(shipped, tmp_path / "in", tmp_path / "out", tile=16, overlap=8, progress=True)
+    err = capsys.readouterr().err
+    assert "2/2" in err and "image/s" in err  # the folder
+    assert "tile/s" in err and "40x48" in err  # the tiles of each image
+    predict_path(shipped, tmp_path / "in", tmp_path / "quiet", tile=16, overlap=8, progress=False)
+    assert "tile" not in capsys.readouterr().err
+    predict_path(shipped, tmp_path / "in", tmp_path / "auto", tile=16, overlap=8)  # stderr is no terminal here
+    assert "image" not in capsys.readouterr().err
+
+
+def test_an_existing_output_is_kept_unless_overwrite(shipped, photos, tmp_path, capsys):
+    """predict --input d/sub --output d: d/b.png is not an input, and is replaced only with --overwrite."""
+    d = tmp_path / "d"
+    save_png(photos[0][:, 60:84, 80:112], d / "sub" / "b.png")
+    save_png(photos[1][:, 60:84, 80:112], d / "sub" / "c.png")
+    save_png(photos[2][:, :8, :8], d / "b.png")
+    before = (d / "b.png").read_bytes()
+    base = ["predict", "--ckpt_path", SHIPPED_STAGE1, *GENERATOR_ARGS, "--input", d / "sub", "--output", d, "--device", "cpu", "--tile", "0"]
+    code, _, err = run_main(base, capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert str(d / "b.png") in err and "--overwrite" in err
+    assert (d / "b.png").read_bytes() == before and not (d / "c.png").exists()  # refused before any work
+    code, _, err = run_main([*base, "--overwrite"], capsys)
+    assert code == 0, err
+    with Image.open(d / "b.png") as im:
+        assert im.size == (128, 96)
+    assert (d / "c.png").exists()
+
+
+def test_overwrite_never_writes_through_a_symlink_onto_an_input(shipped, photos, tmp_path, capsys):
+    d = tmp_path / "d"
+    save_png(photos[0][:, 60:84, 80:112], d / "sub" / "b.png")
+    (d / "b.png").symlink_to(d / "sub" / "b.png")
+    before = (d / "sub" / "b.png").read_bytes()
+    code, _, err = run_main(["predict", "--ckpt_path", SHIPPED_STAGE1, *GENERATOR_ARGS, "--input", d / "sub", "--output", d, "--overwrite"], capsys)
+    assert code == 2 and "is an input" in err, err
+    assert (d / "sub" / "b.png").read_bytes() == before
+
+
+def test_evaluate_keeps_existing_results_unless_overwrite(shipped, photos, tmp_path, capsys):
+    from conftest import make_checkpoint
+
+    torch.manual_seed(0)
+    init_args = {"num_features": 8, "num_blocks": 1, "growth_channels": 4, "scale": 4}
+    ckpt = make_checkpoint(tmp_path / "m.ckpt", RRDBNet(**init_args), "salightning.models.RRDBNet", init_args)
+    save_png(photos[0][:, :64, :64], tmp_path / "set" / "a.png")
+    out = tmp_path / "ev"
+    out.mkdir()
+    (out / "results.csv").write_text("an earlier evaluation\n")
+    argv = ["evaluate", "--ckpt_path", f"m={ckpt}", "--test_sets", f"s={tmp_path / 'set'}", "--output", out, "--lpips", "none", "--no_bicubic", "--device", "cpu"]
+    code, _, err = run_main(argv, capsys)
+    assert code == 2 and str(out / "results.csv") in err and "--overwrite" in err, err
+    assert (out / "results.csv").read_text() == "an earlier evaluation\n" and not (out / "results.md").exists()
+    code, _, err = run_main([*argv, "--overwrite"], capsys)
+    assert code == 0, err
+    assert (out / "results.csv").read_text().startswith("model,")
+
+
+def test_clip_outputs_take_the_suffix_refuse_to_replace_frames_and_name_a_dropped_alpha(photos, tmp_path, capsys):
+    from conftest import make_checkpoint
+
+    from salightning.models import VSRResNet
+
+    torch.manual_seed(0)
+    init_args = {"num_frames": 3, "frame_features": 4, "num_features": 8, "num_blocks": 1, "scale": 2}
+    ckpt = make_checkpoint(tmp_path / "vsr.ckpt", VSRResNet(**init_args), "salightning.models.VSRResNet", init_args)
+    (tmp_path / "clip").mkdir()
+    for t in range(4):
+        Image.fromarray(_photo_with_alpha(photos[0][:, t:, :], 16, 24), "RGBA").save(tmp_path / "clip" / f"f{t}.png")
+    argv = ["predict", "--ckpt_path", ckpt, "--input", tmp_path / "clip", "--output", tmp_path / "out", "--suffix", "_sr", "--device", "cpu"]
+    code, _, err = run_main(argv, capsys)
+    assert code == 0, err
+    assert "alpha channel" in err and "clip" in err  # said, not silently dropped
+    assert sorted(p.name for p in (tmp_path / "out" / "clip_sr").iterdir()) == [f"f{t}.png" for t in range(4)]
+    first = (tmp_path / "out" / "clip_sr" / "f0.png").read_bytes()
+    (tmp_path / "out" / "clip_sr" / "f0.png").write_bytes(b"the user's edit")
+    code, _, err = run_main(argv, capsys)
+    assert code == 2 and "f0.png" in err and "--overwrite" in err, err
+    assert (tmp_path / "out" / "clip_sr" / "f0.png").read_bytes() == b"the user's edit"
+    code, _, err = run_main([*argv, "--overwrite"], capsys)
+    assert code == 0, err
+    assert (tmp_path / "out" / "clip_sr" / "f0.png").read_bytes() == first

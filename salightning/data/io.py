@@ -28,6 +28,7 @@ __all__ = [
     "decode_image",
     "array_to_tensor",
     "read_image",
+    "read_image_channels",
     "natural_key",
     "list_images",
     "has_images",
@@ -106,12 +107,15 @@ def probe_image(path: str | Path) -> ImageInfo:
     return ImageInfo(height, width, has_alpha)
 
 
-def _decode_png16(path: Path, colour_type: int) -> np.ndarray:
-    """A 16-bit colour (or grey+alpha) PNG as uint16 (H, W, 3) or (H, W): Pillow keeps only 8 bits."""
+def _decode_png16(path: Path, colour_type: int, keep_alpha: bool = False) -> np.ndarray:
+    """A 16-bit colour (or grey+alpha) PNG as uint16 (H, W, 3) or (H, W) (with alpha: (H, W, 4)
+    or (H, W, 2)): Pillow keeps only 8 bits."""
     from torchvision.io import ImageReadMode
     from torchvision.io import decode_image as tv_decode_image
 
     image = tv_decode_image(str(path), mode=ImageReadMode.UNCHANGED, apply_exif_orientation=True)
+    if keep_alpha and colour_type in (4, 6):
+        return image.permute(1, 2, 0).numpy()
     if colour_type == 4:  # grey + alpha
         return image[0].numpy()
     return image[:3].permute(1, 2, 0).numpy()
@@ -123,8 +127,9 @@ def _tiff_bits(im: Any) -> int:
     return max(bits) if isinstance(bits, tuple) else int(bits)
 
 
-def _decode_tiff16(path: Path) -> np.ndarray:
-    """A 16-bit TIFF as uint16 (H, W, 3) or (H, W), read by tifffile (Pillow keeps 8 bits of RGB)."""
+def _decode_tiff16(path: Path, keep_alpha: bool = False) -> np.ndarray:
+    """A 16-bit TIFF as uint16 (H, W, 3) or (H, W) (with alpha: (H, W, 4) or (H, W, 2)), read by
+    tifffile (Pillow keeps 8 bits of RGB)."""
     import tifffile
 
     array = tifffile.imread(path)
@@ -132,6 +137,8 @@ def _decode_tiff16(path: Path) -> np.ndarray:
         raise ValueError(f"unsupported TIFF pixel type {array.dtype} (8- and 16-bit unsigned integers are read)")
     if array.ndim == 3 and array.shape[0] in (3, 4) and array.shape[-1] not in (3, 4):
         array = np.moveaxis(array, 0, -1)  # planar TIFF
+    if keep_alpha and array.ndim == 3 and array.shape[-1] in (2, 4):
+        return array
     if array.ndim == 3 and array.shape[-1] == 2:  # grey + alpha
         return array[..., 0]
     if array.ndim == 3 and array.shape[-1] in (3, 4):
@@ -141,9 +148,10 @@ def _decode_tiff16(path: Path) -> np.ndarray:
     return array
 
 
-def decode_image(path: str | Path) -> np.ndarray:
+def decode_image(path: str | Path, keep_alpha: bool = False) -> np.ndarray:
     """An image file as its stored integers: uint8 or uint16 (H, W, 3) or (H, W), alpha
-    dropped, EXIF orientation applied (:func:`read_image` makes a float tensor of it).
+    dropped (``keep_alpha``: kept as the last channel, (H, W, 4) or (H, W, 2)), EXIF orientation
+    applied (:func:`read_image` makes a float tensor of it).
 
     Raises:
         FileNotFoundError: if the file does not exist.
@@ -158,7 +166,7 @@ def decode_image(path: str | Path) -> np.ndarray:
     try:
         png = _png_header(path)
         if png is not None and png[0] == 16 and png[1] in (2, 4, 6):
-            return _decode_png16(path, png[1])
+            return _decode_png16(path, png[1], keep_alpha)
         with Image.open(path) as opened:
             frames = getattr(opened, "n_frames", 1)
             if frames > 1 and path.suffix.lower() not in (".tif", ".tiff"):
@@ -166,7 +174,7 @@ def decode_image(path: str | Path) -> np.ndarray:
             if opened.mode == "F":
                 raise ValueError(f"unsupported floating-point pixel format {opened.mode!r}")
             if _tiff_bits(opened) == 16:
-                return _decode_tiff16(path)
+                return _decode_tiff16(path, keep_alpha)
             if _tiff_bits(opened) > 16 or opened.mode in ("I", "I;32", "I;32B") and png is None:
                 raise ValueError(
                     f"unsupported 32-bit pixels (mode {opened.mode!r}): 8- and 16-bit images are read; save it with fewer bits"
@@ -182,6 +190,8 @@ def decode_image(path: str | Path) -> np.ndarray:
             if im.mode == "1":
                 return np.asarray(im.convert("L"))
             has_alpha = im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info
+            if keep_alpha and has_alpha:
+                return np.asarray(im.convert("LA" if im.mode in ("L", "LA", "La") else "RGBA"))
             return np.asarray(im.convert("RGBA" if has_alpha else "RGB"))[..., :3]
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, StopIteration) as err:
         raise ValueError(f"{path}: cannot decode image ({err})") from err
@@ -189,13 +199,14 @@ def decode_image(path: str | Path) -> np.ndarray:
         raise ValueError(f"{path}: cannot decode image ({type(err).__name__}: {err})") from err
 
 
-def array_to_tensor(array: np.ndarray) -> Tensor:
-    """Integers of an image (uint8 or uint16, (H, W, 3) or (H, W)) as a (3, H, W) float32 tensor
-    in [0, 1]: divided by 255 or 65535, greyscale repeated on 3 channels."""
+def array_to_tensor(array: np.ndarray, expand_grey: bool = True) -> Tensor:
+    """Integers of an image (uint8 or uint16, (H, W, C) or (H, W)) as a (C, H, W) float32 tensor
+    in [0, 1]: divided by 255 or 65535; greyscale (H, W) repeated on 3 channels, or with
+    ``expand_grey=False`` one channel."""
     peak = 65535.0 if array.dtype == np.uint16 else 255.0
     tensor = torch.from_numpy(np.ascontiguousarray(array).astype(np.float32)).div_(peak)
     if tensor.ndim == 2:
-        return tensor.expand(3, *tensor.shape).contiguous()
+        return tensor.expand(3 if expand_grey else 1, *tensor.shape).contiguous()
     return tensor.permute(2, 0, 1).contiguous()
 
 
@@ -213,6 +224,12 @@ def read_image(path: str | Path) -> Tensor:
             or has an unsupported pixel format.
     """
     return array_to_tensor(decode_image(path))
+
+
+def read_image_channels(path: str | Path) -> Tensor:
+    """Read an image file as a (C, H, W) float32 tensor in [0, 1] with its own channels: C = 1
+    (grey), 2 (grey + alpha), 3 (RGB) or 4 (RGBA); otherwise as :func:`read_image`."""
+    return array_to_tensor(decode_image(path, keep_alpha=True), expand_grey=False)
 
 
 def natural_key(path: Path) -> list[Any]:

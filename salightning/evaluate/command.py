@@ -9,7 +9,7 @@ from typing import Literal
 from salightning.data.io import list_images
 from salightning.data.samples import sample_image_paths
 from salightning.edges import EdgeExtractor
-from salightning.paths import check_output_not_inside
+from salightning.paths import check_not_existing, check_output_not_inside
 from salightning.checkpoints import TRUST_HELP
 
 from salightning.evaluate.figures import comparison_figure
@@ -64,9 +64,9 @@ def _find_compare_image(name: str, test_sets: Mapping[str, TestSetSpec]) -> Path
 
 def main(argv: list[str]) -> None:
     """``salightning evaluate``: print the paper's table and write results.md / results.csv."""
-    from jsonargparse import ArgumentParser
+    from salightning.options import CommandParser
 
-    parser = ArgumentParser(
+    parser = CommandParser(
         prog="salightning evaluate",
         description="Evaluate checkpoints on test sets like the paper (PSNR / SSIM / LPIPS, edge / flat PSNR); "
         "prints the table and writes results.md and results.csv.",
@@ -82,6 +82,7 @@ def main(argv: list[str]) -> None:
         "for video checkpoints)",
     )
     parser.add_argument("--output", type=str, default="evaluation", help="folder for results.md, results.csv (and comparison.png)")
+    parser.add_argument("--overwrite", action="store_true", help="replace results.md / results.csv / comparison.png in --output; without it existing ones stop the run before any work")
     parser.add_argument("--lpips", type=Literal["alex", "vgg", "none"], default="alex", help="LPIPS trunk, or none")
     parser.add_argument("--backbone_weights", type=str | None, default=None, help="torchvision ImageNet weights of the LPIPS trunk (default: torchvision's cache)")
     parser.add_argument("--rgb", action="store_true", help="PSNR/SSIM on RGB instead of the MATLAB BT.601 Y channel")
@@ -124,6 +125,9 @@ def main(argv: list[str]) -> None:
             test_sets[label] = path
     inputs = [*checkpoints.values(), *(p for p in (test_sets or {}).values() if p is not None)]
     check_output_not_inside(inputs, args.output, "--output")
+    if not args.overwrite:  # checked before any work: an evaluation can take hours
+        outputs = [Path(args.output) / name for name in ("results.md", "results.csv", *(["comparison.png"] if args.compare else []))]
+        check_not_existing(outputs, f"--output {args.output!r}", "choose another --output")
     lpips = None if args.lpips == "none" else args.lpips
     common = {"tile": args.tile, "tile_overlap": args.tile_overlap, "device": args.device}
     # Loaded once, for the table and the figure.

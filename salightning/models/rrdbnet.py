@@ -170,7 +170,7 @@ class RRDBNet(nn.Module):
         check_tensor(x, "x", ndim=4, channels=self.in_channels)
         if self.unshuffle_factor > 1:
             f = self.unshuffle_factor
-            if x.shape[-2] % f or x.shape[-1] % f:
+            if not torch.jit.is_tracing() and (x.shape[-2] % f or x.shape[-1] % f):  # an exported graph keeps no Python checks
                 raise ValueError(
                     f"x must have a height and width divisible by {f} (pixel_unshuffle=True, "
                     f"scale={self.scale}), got shape {tuple(x.shape)}"

@@ -101,7 +101,7 @@ class VSRResNet(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         check_tensor(x, "x", ndim=5, channels=self.in_channels)
-        if x.shape[1] != self.num_frames:
+        if not torch.jit.is_tracing() and x.shape[1] != self.num_frames:  # an exported graph keeps no Python checks
             raise ValueError(
                 f"x must have num_frames={self.num_frames} frames in dimension 1 of (B, T, C, H, W), "
                 f"got shape {tuple(x.shape)}"

@@ -458,8 +458,10 @@ class SRGANModule(pl.LightningModule):
         return sr
 
     def _log_evaluation(self, prefix: str) -> None:
-        for name, value in self.eval_metrics[prefix].compute().items():  # synchronised by torchmetrics
-            self.log(f"{prefix}/{name}", value.float(), prog_bar=prefix == "val" and name in ("loss", "psnr"))
+        # compute() is synchronised by torchmetrics, so every rank holds the same values; sync_dist
+        # averages these equal values (a no-op) and tells Lightning they are global.
+        for name, value in self.eval_metrics[prefix].compute().items():
+            self.log(f"{prefix}/{name}", value.float(), prog_bar=prefix == "val" and name in ("loss", "psnr"), sync_dist=True)
         self.eval_metrics[prefix].reset()
 
     def on_validation_epoch_end(self) -> None:
