@@ -106,19 +106,45 @@ class ValidationPanels(pl.Callback):
 
 
 class Preempted(SystemExit):
-    """The run was stopped by a signal after writing its checkpoint; the exit status is
-    128 + the signal number (143 for SIGTERM, 130 for SIGINT), as a shell reports a killed job."""
+    """The run was stopped by a signal; the exit status is 128 + the signal number (143 for
+    SIGTERM, 130 for SIGINT), as a shell reports a killed job.
+
+    Args:
+        code: the exit status.
+        message: the line to print, when it was not printed already (``salightning`` prints it).
+    """
+
+    def __init__(self, code: int, message: str | None = None) -> None:
+        super().__init__(code)
+        self.message = message
+
+
+def _signal_name(signum: int) -> str:
+    return signal.Signals(signum).name
+
+
+_NOTHING_TRAINED = "nothing was trained, no checkpoint written (earlier checkpoints are intact)"
 
 
 class LastCheckpoint(pl.Callback):
-    """Keep ``last.ckpt`` fresh, so that a stopped or killed run loses little.
+    """Keep ``last.ckpt`` fresh, and stop on SIGTERM / SIGINT without losing work.
 
     * every ``every_n_batches`` training batches (batches, not optimizer steps: a GAN batch
       makes two), ``last.ckpt`` is rewritten (atomically, by the run's checkpoint IO);
-    * on SIGTERM or SIGINT (a scheduler's preemption, Ctrl-C) the run finishes the batch in
-      progress, writes ``last.ckpt`` and exits with status 128 + signal (never 0). All DDP ranks
-      agree on the batch to stop at. A second signal exits at once, discarding a checkpoint
-      write in progress (the previous file stays).
+    * on SIGTERM or SIGINT (a scheduler's preemption, Ctrl-C, ``timeout``; sent to the process
+      or to its whole group: the data workers leave them to this process,
+      :func:`salightning.data.base.leave_stop_signals_to_the_main_process`) the run stops with
+      status 128 + signal (never 0) and one line saying where it stopped:
+
+      - in training, after the batch in progress, with ``last.ckpt`` written;
+      - in validation, after the validation batch in progress (under DDP: at the end of the
+        validation), with ``last.ckpt`` written; the resumed run runs that validation again
+        (:class:`ResumeValidation`);
+      - in setup or the sanity check, before any training: nothing to save;
+      - after training (teardown): the run's checkpoints are complete.
+
+      All DDP ranks agree on where to stop. A second signal exits at once, discarding a
+      checkpoint write in progress (the previous file stays).
 
     ``--ckpt_path last`` resumes from the newest of this file and the other ``last*.ckpt`` files
     of the run. Mid-epoch files resume exactly: the training data order is resumable
@@ -152,18 +178,20 @@ class LastCheckpoint(pl.Callback):
         folder = self.dirpath or getattr(checkpoint, "dirpath", None) or _run_dir(self._trainer) / "checkpoints"
         return Path(folder) / self.filename
 
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        # Installed here, after Lightning's own handlers (registered after setup), which would
-        # end the run with status 0 and no checkpoint; Lightning restores the originals at teardown.
-        self._trainer = trainer
-        self.signum = None
+    # -- the handlers: from setup to teardown -----------------------------------------------------
+
+    def _listen(self) -> None:
+        """Install the handlers (again): Lightning registers its own after setup, which end the
+        run with status 0 and no checkpoint. The handlers found first are restored at the end."""
         import threading
 
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                self._previous[sig] = signal.signal(sig, self._on_signal)
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            if signal.getsignal(sig) != self._on_signal:
+                self._previous.setdefault(sig, signal.signal(sig, self._on_signal))
 
-    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def _restore(self) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous = {}
@@ -179,21 +207,131 @@ class LastCheckpoint(pl.Callback):
             Path(partial).unlink(missing_ok=True)
         os._exit(128 + signum)
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
-        stop = trainer.strategy.reduce_boolean_decision(self.signum is not None, all=False)
-        done = trainer.fit_loop.epoch_loop.batch_progress.total.processed
-        if stop or (self.every_n_batches and done % self.every_n_batches == 0):
+    def _stop_requested(self, trainer: pl.Trainer, collective: bool = True) -> bool:
+        # All ranks decide together; where ranks may run different numbers of steps (evaluation
+        # batches under DDP) the decision waits for a point they all reach.
+        if not collective:
+            return self.signum is not None and trainer.world_size == 1
+        return trainer.strategy.reduce_boolean_decision(self.signum is not None, all=False)
+
+    def _stop(self, trainer: pl.Trainer, where: str, unsaved: str | None = None) -> None:
+        """Write ``last.ckpt`` (unless ``unsaved`` says why there is nothing to save), print one
+        line and raise :class:`Preempted`."""
+        if unsaved is None:
             trainer.save_checkpoint(self.path)
+        signum = self.signum or signal.SIGTERM
+        if trainer.is_global_zero:
+            saved = unsaved or f"checkpoint written to {self.path.resolve()} (resume with --ckpt_path last)"
+            print(f"salightning: stopped by {_signal_name(signum)} {where}; {saved}", file=sys.stderr, flush=True)
+        self.signum = None  # stopping now: a later hook must not stop again
+        raise Preempted(128 + signum)
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage == "fit":
+            self._trainer = trainer
+            self.signum = None
+            self._listen()
+
+    def on_sanity_check_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._listen()
+        if self._stop_requested(trainer):
+            self._stop(trainer, "before training started", _NOTHING_TRAINED)
+
+    def on_sanity_check_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._stop_requested(trainer):
+            self._stop(trainer, "during the sanity check, before training started", _NOTHING_TRAINED)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._listen()
+        if self._stop_requested(trainer):
+            self._stop(trainer, "before training started", _NOTHING_TRAINED)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+        stop = self._stop_requested(trainer)
+        done = trainer.fit_loop.epoch_loop.batch_progress.total.processed
         if stop:
-            signum = self.signum or signal.SIGTERM
-            if trainer.is_global_zero:
-                print(
-                    f"salightning: stopped by {signal.Signals(signum).name} after batch {done}; checkpoint written to "
-                    f"{self.path.resolve()} (resume with --ckpt_path last)",
-                    file=sys.stderr,
-                    flush=True,
-                )
-            raise Preempted(128 + signum)
+            self._stop(trainer, f"after batch {done}")
+        if self.every_n_batches and done % self.every_n_batches == 0:
+            trainer.save_checkpoint(self.path)
+
+    def on_validation_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        if not self._stop_requested(trainer, collective=False):
+            return
+        if trainer.sanity_checking:
+            self._stop(trainer, "during the sanity check, before training started", _NOTHING_TRAINED)
+        else:
+            self._stop(trainer, f"during validation (epoch {trainer.current_epoch}), after its batch {batch_idx}")
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.sanity_checking and self._stop_requested(trainer):
+            self._stop(trainer, f"during validation (epoch {trainer.current_epoch})")
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        self._restore()
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        self._restore()
+        if self.signum is not None:
+            self._stop(trainer, "after training had ended", "the run's checkpoints are complete")
+
+
+def validation_due(trainer: pl.Trainer) -> bool:
+    """Whether a validation follows the training batch just finished, by Lightning's rule
+    (``check_val_every_n_epoch``, ``val_check_interval``, the epoch's last batch)."""
+    loop = trainer.fit_loop.epoch_loop
+    in_epoch = loop.batch_progress.current.processed
+    every = trainer.check_val_every_n_epoch
+    if not trainer.enable_validation or in_epoch == 0 or (every is not None and (trainer.current_epoch + 1) % every):
+        return False
+    if in_epoch >= trainer.num_training_batches:
+        return True
+    count = in_epoch if every is not None else loop.batch_progress.total.processed
+    return trainer.val_check_batch != float("inf") and count % int(trainer.val_check_batch) == 0
+
+
+class ResumeValidation(pl.Callback):
+    """Run, after a resume, the validation the checkpoint's run had not finished.
+
+    A checkpoint written after the last training batch of an epoch (``LastCheckpoint``, a
+    signal, SLURM's HPC checkpoint, a ``ModelCheckpoint`` every N steps) or during the
+    validation that follows it records ``checkpoint["salightning"]["validation_pending"]``;
+    Lightning would resume with the next epoch and skip that validation, so the epoch would have
+    no metrics row, panel or best-checkpoint candidate. This callback runs it first, at the
+    same epoch and step as the uninterrupted run did. ``salightning fit`` adds it to every run.
+    """
+
+    def __init__(self) -> None:
+        self._validated_at: int | None = None  # training batches done when a validation last ended
+        self._resume_pending = False
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.sanity_checking and trainer.state.fn == "fit":
+            self._validated_at = trainer.fit_loop.epoch_loop.batch_progress.total.processed
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
+        done = trainer.fit_loop.epoch_loop.batch_progress.total.processed
+        checkpoint.setdefault("salightning", {})["validation_pending"] = bool(
+            trainer.state.fn == "fit" and validation_due(trainer) and self._validated_at != done
+        )
+
+    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
+        self._resume_pending = bool(checkpoint.get("salightning", {}).get("validation_pending"))
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not self._resume_pending:
+            return
+        self._resume_pending = False
+        # What Lightning's training loop does at a validation point; the checkpoint may be from
+        # the middle of this validation, so the loop starts afresh.
+        val_loop = trainer.fit_loop.epoch_loop.val_loop
+        val_loop.restarting = False
+        trainer.validating = True
+        try:
+            val_loop.run()
+        finally:
+            trainer.training = True
 
 
 class RunSummary(pl.Callback):

@@ -31,7 +31,7 @@ from pytorch_lightning import LightningDataModule, Trainer
 from pytorch_lightning.cli import LightningCLI, SaveConfigCallback
 from pytorch_lightning.loggers import WandbLogger as LightningWandbLogger
 
-from salightning.callbacks import LastCheckpoint, RNGStates, WandbRunId
+from salightning.callbacks import LastCheckpoint, Preempted, ResumeValidation, RNGStates, WandbRunId
 from salightning.checkpoint_io import SafeCheckpointIO
 from salightning.checkpoints import NonFiniteCheckpointError, check_trusted_classes, class_paths, load_checkpoint_file, wandb_run_id
 from salightning.paths import check_output_not_inside
@@ -180,8 +180,9 @@ class SALightningCLI(LightningCLI):
         if type(strategy.checkpoint_io) is TorchCheckpointIO:
             strategy.checkpoint_io = SafeCheckpointIO()
         if self.subcommand == "fit":
-            # LastCheckpoint: SIGTERM / SIGINT give a checkpoint and a non-zero exit; RNGStates: bit-exact resume.
-            for kind in (LastCheckpoint, RNGStates, WandbRunId):
+            # LastCheckpoint: SIGTERM / SIGINT give a checkpoint and a non-zero exit; RNGStates: bit-exact
+            # resume; ResumeValidation: the validation a checkpoint was written before runs after a resume.
+            for kind in (LastCheckpoint, RNGStates, ResumeValidation, WandbRunId):
                 if not any(isinstance(cb, kind) for cb in trainer.callbacks):
                     trainer.callbacks.append(kind())
         for callback in trainer.callbacks:
@@ -458,15 +459,38 @@ def _check_config_files(argv: list[str]) -> None:
             raise ValueError(f"--config {path}: expected a YAML mapping of settings, got a {type(settings).__name__}")
 
 
+def _stopped_by(signum: int, frame: Any) -> None:
+    # Outside training (LastCheckpoint handles the signals there): stop at once, one line, never status 0.
+    name = signal.Signals(signum).name
+    raise Preempted(128 + signum, f"salightning: stopped by {name} outside training; no checkpoint written (earlier files are intact)")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``salightning`` console script and ``python -m salightning``."""
+    import threading
+
+    from pytorch_lightning.utilities.exceptions import SIGTERMException
+
     from_command_line = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        previous = {sig: signal.signal(sig, _stopped_by) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         _run_command(argv, from_command_line)
     except USER_ERRORS as err:
         print(f"salightning: error: {reduce_union_error(str(err))}", file=sys.stderr)
         raise SystemExit(2) from None
+    except Preempted as stop:
+        if stop.message:
+            print(stop.message, file=sys.stderr, flush=True)
+        raise SystemExit(stop.code) from None
+    except SIGTERMException:  # Lightning's own SIGTERM stop (validate, test) exits with status 0
+        print("salightning: stopped by SIGTERM; no checkpoint written (earlier files are intact)", file=sys.stderr, flush=True)
+        raise SystemExit(128 + signal.SIGTERM) from None
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def reduce_union_error(message: str) -> str:

@@ -101,6 +101,38 @@ class PauseAt(pl.Callback):
             time.sleep(3600)
 
 
+class HoldAt(pl.Callback):
+    """Parks the run at a point of a phase (writes ``flag``) until ``go`` exists: the test signals
+    the process group meanwhile. Phases: train, sanity, val (fit's validation), setup, teardown."""
+
+    def __init__(self, phase: str, flag: str, go: str, epoch: int = 0, batch: int = 0) -> None:
+        self.phase, self.flag, self.go, self.epoch, self.batch = phase, flag, go, epoch, batch
+
+    def _hold(self) -> None:
+        with open(self.flag + ".tmp", "w") as f:
+            f.write(str(os.getpid()))
+        os.replace(self.flag + ".tmp", self.flag)
+        while not os.path.exists(self.go):  # a signal interrupts the sleep, its handler runs, the wait goes on
+            time.sleep(0.02)
+
+    def setup(self, trainer, pl_module, stage):
+        if self.phase == "setup":
+            self._hold()
+
+    def teardown(self, trainer, pl_module, stage):
+        if self.phase == "teardown":
+            self._hold()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if self.phase == "train" and (trainer.current_epoch, batch_idx) == (self.epoch, self.batch):
+            self._hold()
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        sanity = trainer.sanity_checking
+        if (self.phase == "sanity" and sanity) or (self.phase == "val" and not sanity and trainer.current_epoch == self.epoch):
+            self._hold()
+
+
 class RecordRNG(pl.Callback):
     def __init__(self, path: str) -> None:
         self.path = path
@@ -161,6 +193,14 @@ def _kill_if_running(process: subprocess.Popen) -> None:
         process.wait(60)
 
 
+def _kill_group(process: subprocess.Popen) -> None:
+    """SIGKILL whatever is left of a process group started with ``start_new_session`` (its data workers too)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    if process.poll() is None:
+        process.wait(60)
+
+
 def _rng_digests(project: Path) -> list[dict]:
     return [json.loads(line) for line in (project / "rng.jsonl").read_text().splitlines()]
 
@@ -169,31 +209,42 @@ def _last(project: Path) -> dict[str, Any]:
     return load_checkpoint_file(project / "run" / "checkpoints" / "last.ckpt")
 
 
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory, photos) -> Path:
+    """The uninterrupted 3-epoch run (a data worker, as the shipped configs have) the killed and
+    stopped runs are compared with; its project folder."""
+    root = tmp_path_factory.mktemp("straight")
+    (root / "relhelpers.py").write_text(HELPERS)
+    straight = make_project(root / "straight", photos)
+    write_config(straight / "config.yaml", tiny_config(straight, num_workers=1))
+    with open(root / "straight.log", "w") as log:
+        done = run_in_group(_fit(straight, *_record_rng(straight)), env=_env(root), cwd=root, stdout=log, stderr=subprocess.STDOUT, timeout=300)
+    assert done.returncode == 0, (root / "straight.log").read_text()[-4000:]
+    return straight
+
+
 @pytest.fixture(scope="module", params=["epoch-end", "mid-epoch"])
-def resume_runs(request, tmp_path_factory, photos) -> SimpleNamespace:
-    """The same 3-epoch run twice, with a data worker as the shipped configs have: uninterrupted,
-    and SIGKILLed in epoch 1 after batch 6, then resumed with ``--ckpt_path last``. "epoch-end":
-    the last checkpoint is from the end of epoch 0 (batch 4); "mid-epoch": ``LastCheckpoint``
-    writes one every 5 batches, the last after batch 5 (epoch 1, batch 0), so the data order
-    must resume in the middle of epoch 1."""
+def resume_runs(request, tmp_path_factory, photos, straight_run) -> SimpleNamespace:
+    """The run of :func:`straight_run` SIGKILLed in epoch 1 after batch 6, then resumed with
+    ``--ckpt_path last``. "epoch-end": the last checkpoint is from the end of epoch 0 (batch 4);
+    "mid-epoch": ``LastCheckpoint`` writes one every 5 batches, the last after batch 5 (epoch 1,
+    batch 0), so the data order must resume in the middle of epoch 1."""
     root = tmp_path_factory.mktemp("resume")
     (root / "relhelpers.py").write_text(HELPERS)
     env = _env(root)
-    straight, killed = make_project(root / "straight", photos), make_project(root / "killed", photos)
-    for project in (straight, killed):
-        config = tiny_config(project, num_workers=1)
-        if request.param == "mid-epoch":
-            config["trainer"]["callbacks"].append({"class_path": "salightning.callbacks.LastCheckpoint", "init_args": {"every_n_batches": 5}})
-        write_config(project / "config.yaml", config)
+    killed = make_project(root / "killed", photos)
+    config = tiny_config(killed, num_workers=1)
+    if request.param == "mid-epoch":
+        config["trainer"]["callbacks"].append({"class_path": "salightning.callbacks.LastCheckpoint", "init_args": {"every_n_batches": 5}})
+    write_config(killed / "config.yaml", config)
     flag = killed / "paused"
     with contextlib.ExitStack() as stack:
-        logs = {name: stack.enter_context(open(root / f"{name}.log", "w")) for name in ("straight", "killed", "resumed")}
-        a = subprocess.Popen(_fit(straight, *_record_rng(straight)), env=env, cwd=root, stdout=logs["straight"], stderr=subprocess.STDOUT)
-        stack.callback(_kill_if_running, a)
+        logs = {name: stack.enter_context(open(root / f"{name}.log", "w")) for name in ("killed", "resumed")}
         b = subprocess.Popen(
-            _fit(killed, *_record_rng(killed), *_pause_at(flag, epoch=1, batch=1)), env=env, cwd=root, stdout=logs["killed"], stderr=subprocess.STDOUT
+            _fit(killed, *_record_rng(killed), *_pause_at(flag, epoch=1, batch=1)), env=env, cwd=root, stdout=logs["killed"], stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
-        stack.callback(_kill_if_running, b)
+        stack.callback(_kill_group, b)
         _wait_for(flag.exists, b, root / "killed.log")
         at_kill = SimpleNamespace(batches_seen=int(flag.read_text()), last=_last(killed))
         os.kill(b.pid, signal.SIGKILL)
@@ -202,9 +253,8 @@ def resume_runs(request, tmp_path_factory, photos) -> SimpleNamespace:
             _fit(killed, *_record_rng(killed), "--ckpt_path", "last"),
             env=env, cwd=root, stdout=logs["resumed"], stderr=subprocess.STDOUT, timeout=300,
         )
-        assert a.wait(300) == 0, (root / "straight.log").read_text()[-4000:]
     assert resumed.returncode == 0, (root / "resumed.log").read_text()[-4000:]
-    return SimpleNamespace(root=root, straight=straight, killed=killed, at_kill=at_kill, resumed_log=(root / "resumed.log").read_text(), kind=request.param)
+    return SimpleNamespace(root=root, straight=straight_run, killed=killed, at_kill=at_kill, resumed_log=(root / "resumed.log").read_text(), kind=request.param)
 
 
 @pytest.mark.slow
@@ -253,6 +303,91 @@ def test_resume_restores_the_global_rng_states(resume_runs):
     assert sorted(resumed) == [(e, b) for e in (1, 2) for b in range(4)][8 - n :]
     assert len(set(straight.values())) == 12  # the states move batch to batch (RecordRNG draws)
     assert resumed == {k: straight[k] for k in resumed}
+
+
+# --------------------------------------------------------------------------------------------
+# Stopping by signal, however it arrives: to the whole process group (Ctrl-C in a terminal,
+# `timeout`, `kill -- -PGID`, scancel), data worker included, in every phase
+# --------------------------------------------------------------------------------------------
+
+
+def _hold_at(flag: Path, go: Path, phase: str, epoch: int = 0, batch: int = 0) -> list[str]:
+    return [
+        "--trainer.callbacks+=relhelpers.HoldAt", f"--trainer.callbacks.phase={phase}", f"--trainer.callbacks.flag={flag}",
+        f"--trainer.callbacks.go={go}", f"--trainer.callbacks.epoch={epoch}", f"--trainer.callbacks.batch={batch}",
+    ]
+
+
+def _signal_group_during(root: Path, project: Path, phase: str, signum: int, *extra: str, epoch: int = 0, batch: int = 0) -> tuple[int, str]:
+    """Start ``fit`` in a session of its own, hold it at ``phase``, send ``signum`` to its whole
+    process group (as a terminal, ``timeout`` or a scheduler does), let it go on; (exit status, output)."""
+    flag, go, log = project / f"held-{phase}", project / f"go-{phase}", root / f"{project.name}-{phase}.log"
+    with open(log, "w") as out:
+        process = subprocess.Popen(
+            _fit(project, *_hold_at(flag, go, phase, epoch, batch), *extra), env=_env(root), cwd=root, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        _wait_for(flag.exists, process, log)
+        os.killpg(process.pid, signum)
+        go.touch()
+        rc = process.wait(120)
+    finally:
+        _kill_group(process)
+    return rc, log.read_text()
+
+
+def _assert_one_line(text: str, *words: str) -> None:
+    assert "Traceback" not in text and "DataLoader worker" not in text, text[-4000:]
+    lines = [line for line in text.splitlines() if "stopped by" in line]
+    assert len(lines) == 1, text[-4000:]
+    assert all(word in lines[0] for word in words), lines[0]
+
+
+@pytest.fixture(scope="module", params=["SIGTERM", "SIGINT"])
+def group_stopped(request, tmp_path_factory, photos) -> SimpleNamespace:
+    """The run of :func:`straight_run`, its process group signalled after batch 6 (epoch 1, batch 1)
+    while the data worker prefetches, then resumed with ``--ckpt_path last``."""
+    root = tmp_path_factory.mktemp("group")
+    (root / "relhelpers.py").write_text(HELPERS)
+    project = make_project(root / "stopped", photos)
+    write_config(project / "config.yaml", tiny_config(project, num_workers=1))
+    signum = signal.Signals[request.param]
+    rc, text = _signal_group_during(root, project, "train", signum, *_record_rng(project), epoch=1, batch=1)
+    at_stop = _last(project)
+    with open(root / "resumed.log", "w") as log:
+        resumed = run_in_group(_fit(project, *_record_rng(project), "--ckpt_path", "last"), env=_env(root), cwd=root, stdout=log, stderr=subprocess.STDOUT, timeout=300)
+    assert resumed.returncode == 0, (root / "resumed.log").read_text()[-4000:]
+    return SimpleNamespace(signum=signum, rc=rc, text=text, at_stop=at_stop, project=project)
+
+
+@pytest.mark.slow
+def test_a_signal_to_the_process_group_stops_with_a_checkpoint_and_a_non_zero_exit(group_stopped):
+    g = group_stopped
+    assert g.rc == 128 + g.signum, g.text[-4000:]
+    _assert_one_line(g.text, g.signum.name, "after batch 6")
+    assert g.at_stop["salightning"]["batches_seen"] == 6  # the batch in progress was finished, then saved
+
+
+@pytest.mark.slow
+def test_a_run_stopped_by_a_group_signal_resumes_bit_identically(group_stopped, straight_run):
+    a, b = _last(straight_run), _last(group_stopped.project)
+    assert b["salightning"]["batches_seen"] == 12
+    assert same(a["state_dict"], b["state_dict"])
+    assert same(a["optimizer_states"], b["optimizer_states"])
+    assert same(a["salightning"], b["salightning"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_group_signal_during_the_sanity_check_exits_non_zero_with_one_line(signum, tmp_path, photos):
+    (tmp_path / "relhelpers.py").write_text(HELPERS)
+    project = make_project(tmp_path / "project", photos)
+    write_config(project / "config.yaml", tiny_config(project, num_workers=1))
+    rc, text = _signal_group_during(tmp_path, project, "sanity", signum)
+    assert rc == 128 + signum, text[-4000:]
+    _assert_one_line(text, signum.name, "sanity check")
+    assert not (project / "run" / "checkpoints").exists() or not any((project / "run" / "checkpoints").iterdir())
 
 
 @pytest.fixture(scope="module")

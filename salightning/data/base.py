@@ -3,6 +3,10 @@ unrepeated evaluation under DDP, and the checks of the loader settings."""
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
+
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -10,10 +14,39 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from salightning.checks import check_at_least
 from salightning.data.sampling import EpochSampler
 
-__all__ = ["SRDataModule"]
+__all__ = ["SRDataModule", "leave_stop_signals_to_the_main_process"]
 
 # Which splits each Lightning stage needs (None or an unknown stage: all of them).
 _STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
+
+
+def _end_on_sigterm_from_parent() -> None:
+    parent = os.getppid()
+    while True:
+        if signal.sigwaitinfo({signal.SIGTERM}).si_pid == parent:
+            os._exit(0)  # as PyTorch's own worker handler: the main process ends a worker that does not exit
+
+
+def leave_stop_signals_to_the_main_process(worker_id: int) -> None:
+    """``worker_init_fn`` of the loaders: a data worker outlives SIGINT and SIGTERM sent to the whole
+    process group (Ctrl-C in a terminal, ``timeout``, ``kill -- -PGID``, scancel), which would
+    otherwise kill it first and crash the run; the main process finishes its batch, writes a
+    checkpoint and ends the workers itself (:class:`~salightning.callbacks.LastCheckpoint`).
+
+    SIGINT is ignored. SIGTERM is blocked and waited for by a thread: sent by the main process (its
+    last resort for a worker that does not exit) it ends the worker, sent by anyone else it is
+    ignored. A worker whose main process is gone ends by PyTorch's watchdog.
+
+    Args:
+        worker_id: the worker's index (unused; the ``worker_init_fn`` signature).
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if not hasattr(signal, "sigwaitinfo"):  # macOS: no sender to tell apart
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        return
+    # Blocked before any other thread starts in the worker: threads inherit the mask, so only the waiter takes it.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    threading.Thread(target=_end_on_sigterm_from_parent, name="salightning-sigterm", daemon=True).start()
 
 
 class SRDataModule(pl.LightningDataModule):
@@ -87,6 +120,7 @@ class SRDataModule(pl.LightningDataModule):
             pin_memory=self.pin_memory and torch.cuda.is_available(),
             drop_last=drop_last,
             persistent_workers=self.num_workers > 0,
+            worker_init_fn=leave_stop_signals_to_the_main_process,
             # Worker seeds from the loader's own generator, not the global RNG: a resumed run's
             # first iterator would otherwise draw once more than the uninterrupted run did.
             generator=torch.Generator().manual_seed(self.seed),
