@@ -6,6 +6,7 @@ Every callback is safe under DDP: collectives run on all ranks, files are writte
 
 from __future__ import annotations
 
+import copy
 import os
 import signal
 import sys
@@ -137,9 +138,10 @@ class LastCheckpoint(pl.Callback):
       status 128 + signal (never 0) and one line saying where it stopped:
 
       - in training, after the batch in progress, with ``last.ckpt`` written;
-      - in validation, after the validation batch in progress (under DDP: at the end of the
-        validation), with ``last.ckpt`` written; the resumed run runs that validation again
-        (:class:`ResumeValidation`);
+      - in validation, after the validation batch in progress, with ``last.ckpt`` written; the
+        resumed run runs that validation again (:class:`ResumeValidation`). Under DDP (ranks
+        may have different numbers of validation batches) or once the validation's metrics are
+        logged, at the start of the next epoch or the end of the next training batch instead;
       - in setup or the sanity check, before any training: nothing to save;
       - after training (teardown): the run's checkpoints are complete.
 
@@ -255,16 +257,24 @@ class LastCheckpoint(pl.Callback):
             trainer.save_checkpoint(self.path)
 
     def on_validation_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._stop_in_validation(trainer, f", after its batch {batch_idx}")
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._stop_in_validation(trainer, "")
+
+    def _stop_in_validation(self, trainer: pl.Trainer, after: str) -> None:
+        # Before the epoch's metrics are logged: the resumed run validates again and logs them once.
+        # A signal noticed later (or under DDP) stops at the next epoch start or training batch end.
         if not self._stop_requested(trainer, collective=False):
             return
         if trainer.sanity_checking:
             self._stop(trainer, "during the sanity check, before training started", _NOTHING_TRAINED)
         else:
-            self._stop(trainer, f"during validation (epoch {trainer.current_epoch}), after its batch {batch_idx}")
+            self._stop(trainer, f"during validation (epoch {trainer.current_epoch}){after}")
 
-    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not trainer.sanity_checking and self._stop_requested(trainer):
-            self._stop(trainer, f"during validation (epoch {trainer.current_epoch})")
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._stop_requested(trainer):
+            self._stop(trainer, f"at the start of epoch {trainer.current_epoch}")
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         self._restore()
@@ -304,64 +314,62 @@ class ResumeValidation(pl.Callback):
 
     def __init__(self) -> None:
         self._validated_at: int | None = None  # training batches done when a validation last ended
-        self._resume_pending = False
+        self._pending_epoch: int | None = None  # the epoch of a resumed checkpoint's unfinished validation
+        self._loops_before_validation: dict[str, Any] | None = None
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+        # The training loops' state a checkpoint written during the coming validation records:
+        # resumed from it, Lightning goes on as from the end of this batch (from the middle of a
+        # validation its loops would resume out of step).
+        self._loops_before_validation = copy.deepcopy(trainer.fit_loop.state_dict()) if validation_due(trainer) else None
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.sanity_checking and trainer.state.fn == "fit":
             self._validated_at = trainer.fit_loop.epoch_loop.batch_progress.total.processed
+            self._loops_before_validation = None
 
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
         done = trainer.fit_loop.epoch_loop.batch_progress.total.processed
-        checkpoint.setdefault("salightning", {})["validation_pending"] = bool(
-            trainer.state.fn == "fit" and validation_due(trainer) and self._validated_at != done
-        )
+        pending = trainer.state.fn == "fit" and validation_due(trainer) and self._validated_at != done
+        checkpoint.setdefault("salightning", {})["validation_pending"] = bool(pending)
+        if pending and trainer.validating and self._loops_before_validation is not None and "loops" in checkpoint:
+            checkpoint["loops"]["fit_loop"] = copy.deepcopy(self._loops_before_validation)
 
     def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
-        self._resume_pending = bool(checkpoint.get("salightning", {}).get("validation_pending"))
+        pending = checkpoint.get("salightning", {}).get("validation_pending")
+        self._pending_epoch = int(checkpoint["epoch"]) if pending else None
+        self._loops_before_validation = copy.deepcopy(checkpoint.get("loops", {}).get("fit_loop")) if pending else None
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not self._resume_pending:
+        if self._pending_epoch is None:
             return
-        self._resume_pending = False
-        # What Lightning's training loop does at a validation point; the checkpoint may be from
-        # the middle of this validation, so the loop starts afresh.
+        # What Lightning's training loop does at a validation point, in the checkpoint's epoch
+        # (Lightning has already counted it done). The checkpoint may be from the middle of this
+        # validation, so the loop starts afresh.
+        epochs = trainer.fit_loop.epoch_progress.current
+        resumed_in = epochs.completed
+        epochs.completed = self._pending_epoch
+        self._pending_epoch = None
         val_loop = trainer.fit_loop.epoch_loop.val_loop
         val_loop.restarting = False
         trainer.validating = True
         try:
             val_loop.run()
+            if resumed_in > epochs.completed:
+                # That validation ended the epoch: so do the epoch's end hooks Lightning skipped
+                # (the ModelCheckpoint that keeps the best saves there), monitoring callbacks last.
+                trainer.training = True
+                monitoring = (pl.callbacks.Checkpoint, pl.callbacks.EarlyStopping)
+                for callback in trainer.callbacks:
+                    if callback is not self and not isinstance(callback, monitoring):
+                        callback.on_train_epoch_end(trainer, pl_module)
+                pl_module.on_train_epoch_end()
+                for callback in trainer.callbacks:
+                    if isinstance(callback, monitoring):
+                        callback.on_train_epoch_end(trainer, pl_module)
         finally:
             trainer.training = True
-
-
-class RunSummary(pl.Callback):
-    """Print where a finished run left its checkpoints, sample images and metrics."""
-
-    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not trainer.is_global_zero:
-            return
-        lines = ["", "salightning: run finished"]
-        for ckpt in trainer.checkpoint_callbacks:
-            path = getattr(ckpt, "best_model_path", "")
-            if path and getattr(ckpt, "monitor", None):
-                score = ckpt.best_model_score
-                lines.append(f"  best checkpoint : {Path(path).resolve()}" + (f" ({ckpt.monitor}={float(score):.5g})" if score is not None else ""))
-            elif path:  # no monitor: its one kept file is the latest state
-                lines.append(f"  last checkpoint : {Path(path).resolve()}")
-            if getattr(ckpt, "last_model_path", ""):
-                lines.append(f"  last checkpoint : {Path(ckpt.last_model_path).resolve()}")
-        for cb in trainer.callbacks:
-            if isinstance(cb, ValidationPanels) and cb.last_path is not None:
-                lines.append(f"  sample images   : {cb.last_path.parent.resolve()}")
-        for logger in trainer.loggers:
-            if isinstance(logger, pl.loggers.CSVLogger):
-                lines.append(f"  metrics (CSV)   : {Path(logger.log_dir).resolve() / 'metrics.csv'}")
-            elif isinstance(logger, pl.loggers.WandbLogger):
-                lines.append(f"  W&B run         : {getattr(logger.experiment, 'url', None) or logger.save_dir}")
-        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
-        if metrics:
-            lines.append("  last validation : " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items())))
-        print("\n".join(lines), flush=True)
+            epochs.completed = resumed_in
 
 
 def rng_states() -> dict[str, Any]:

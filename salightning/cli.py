@@ -83,6 +83,7 @@ class SALightningCLI(LightningCLI):
 
     def __init__(self, args: list[str] | None = None, run: bool = True) -> None:
         self._run_lock: RunLock | None = None
+        self._new_run_dir: Path | None = None
         self._env_before = os.environ.get(RUN_DIR_ENV)
         self._user_config: Any = None
         try:
@@ -109,6 +110,7 @@ class SALightningCLI(LightningCLI):
             # In-process use (tests, notebooks): the next command chooses its own run folder.
             if self._run_lock is not None:
                 self._run_lock.release()
+                _remove_if_unused(self._new_run_dir)
             if self._env_before is None:
                 os.environ.pop(RUN_DIR_ENV, None)
             else:
@@ -139,6 +141,7 @@ class SALightningCLI(LightningCLI):
         if self.subcommand == "fit":
             run_dir = choose_run_dir(root, config.get("ckpt_path"))
             if is_global_rank_zero() and not os.environ.get(RUN_DIR_ENV):
+                self._new_run_dir = None if run_dir.exists() else run_dir
                 self._run_lock = RunLock(run_dir)
                 os.environ[RUN_DIR_ENV] = str(run_dir)  # processes Lightning starts write here too
         else:  # validate / test: beside the runs, never over a training run's metrics
@@ -261,6 +264,17 @@ class SALightningCLI(LightningCLI):
     def before_test(self) -> None:
         self._check_scales()
         self._note_eval_crop()
+
+
+def _remove_if_unused(run_dir: Path | None) -> None:
+    """Remove a run folder this command created when the run failed before writing into it
+    (e.g. unreadable ``--model.pretrained_generator``): it holds only its lock and empty folders."""
+    if run_dir is None or not run_dir.is_dir():
+        return
+    if all(p.is_dir() or p.name == ".lock" for p in run_dir.rglob("*")):
+        import shutil
+
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 # Options of the shipped datamodules and of the module that name files or folders to read.

@@ -390,6 +390,97 @@ def test_a_group_signal_during_the_sanity_check_exits_non_zero_with_one_line(sig
     assert not (project / "run" / "checkpoints").exists() or not any((project / "run" / "checkpoints").iterdir())
 
 
+# --------------------------------------------------------------------------------------------
+# A kill during validation: the resumed run runs that validation
+# --------------------------------------------------------------------------------------------
+
+
+def _shipped_callbacks(project: Path) -> list[dict[str, Any]]:
+    """The checkpoint callbacks of the shipped configs: the best by val/loss, last.ckpt every epoch,
+    and LastCheckpoint, here every 4 batches (an epoch): rewritten at the epoch's last batch,
+    just before its validation."""
+    folder = str(project / "run" / "checkpoints")
+    return [
+        {"class_path": "pytorch_lightning.callbacks.ModelCheckpoint", "init_args": {"dirpath": folder, "monitor": "val/loss", "mode": "min", "filename": "best-{epoch:03d}"}},
+        {"class_path": "pytorch_lightning.callbacks.ModelCheckpoint", "init_args": {"dirpath": folder, "filename": "last", "enable_version_counter": False}},
+        {"class_path": "salightning.callbacks.LastCheckpoint", "init_args": {"every_n_batches": 4}},
+    ]
+
+
+def _validation_rows(project: Path) -> list[dict[str, str]]:
+    import csv
+
+    rows = []
+    for path in sorted((project / "run").rglob("metrics.csv")):
+        with open(path) as f:
+            rows += [{k: v for k, v in row.items() if v != "" and (k.startswith("val/") or k in ("epoch", "step"))} for row in csv.DictReader(f) if row.get("val/loss")]
+    return sorted(rows, key=lambda r: (int(r["epoch"]), int(r["step"])))
+
+
+@pytest.fixture(scope="module")
+def killed_in_validation(tmp_path_factory, photos) -> SimpleNamespace:
+    """Two epochs with the shipped configs' checkpoints, uninterrupted and SIGKILLed during epoch
+    0's validation (last.ckpt is from the epoch's last batch), then resumed with ``--ckpt_path last``."""
+    root = tmp_path_factory.mktemp("valkill")
+    (root / "relhelpers.py").write_text(HELPERS)
+    env = _env(root)
+    projects = {name: make_project(root / name, photos) for name in ("straight", "killed", "stopped")}
+    for project in projects.values():
+        config = tiny_config(project, max_epochs=2, num_workers=1)
+        config["trainer"]["callbacks"] = _shipped_callbacks(project)
+        write_config(project / "config.yaml", config)
+    killed = projects["killed"]
+    flag = killed / "validating"
+    with contextlib.ExitStack() as stack:
+        logs = {name: stack.enter_context(open(root / f"{name}.log", "w")) for name in ("straight", "killed", "resumed", "restarted")}
+        a = subprocess.Popen(_fit(projects["straight"]), env=env, cwd=root, stdout=logs["straight"], stderr=subprocess.STDOUT, start_new_session=True)
+        stack.callback(_kill_group, a)
+        b = subprocess.Popen(_fit(killed, *_hold_at(flag, killed / "never", "val", epoch=0)), env=env, cwd=root, stdout=logs["killed"],
+                             stderr=subprocess.STDOUT, start_new_session=True)
+        stack.callback(_kill_group, b)
+        _wait_for(flag.exists, b, root / "killed.log")
+        at_kill = _last(killed)
+        os.killpg(b.pid, signal.SIGKILL)
+        b.wait(60)
+        resumed = run_in_group(_fit(killed, "--ckpt_path", "last"), env=env, cwd=root, stdout=logs["resumed"], stderr=subprocess.STDOUT, timeout=300)
+        # The same with SIGTERM to the process group during that validation: it stops there.
+        stopped = projects["stopped"]
+        stop_rc, stop_text = _signal_group_during(root, stopped, "val", signal.SIGTERM, epoch=0)
+        at_stop = _last(stopped)
+        restarted = run_in_group(_fit(stopped, "--ckpt_path", "last"), env=env, cwd=root, stdout=logs["restarted"], stderr=subprocess.STDOUT, timeout=300)
+        assert a.wait(300) == 0, (root / "straight.log").read_text()[-4000:]
+    assert resumed.returncode == 0, (root / "resumed.log").read_text()[-4000:]
+    assert restarted.returncode == 0, (root / "restarted.log").read_text()[-4000:]
+    return SimpleNamespace(straight=projects["straight"], killed=killed, at_kill=at_kill, stopped=stopped, stop_rc=stop_rc, stop_text=stop_text, at_stop=at_stop)
+
+
+def _same_best_and_rows(straight: Path, resumed: Path) -> None:
+    best = {p.name for p in (straight / "run" / "checkpoints").glob("best-*.ckpt")}
+    assert {p.name for p in (resumed / "run" / "checkpoints").glob("best-*.ckpt")} == best and len(best) == 1
+    (name,) = best
+    a, b = (load_checkpoint_file(p / "run" / "checkpoints" / name) for p in (straight, resumed))
+    assert same(a["state_dict"], b["state_dict"])
+    rows = _validation_rows(straight)
+    assert [row["epoch"] for row in rows] == ["0", "1"]
+    assert _validation_rows(resumed) == rows
+
+
+@pytest.mark.slow
+def test_a_kill_during_validation_resumes_to_the_same_best_checkpoint_and_metrics(killed_in_validation):
+    r = killed_in_validation
+    assert r.at_kill["salightning"]["batches_seen"] == 4 and r.at_kill["salightning"]["validation_pending"] is True
+    _same_best_and_rows(r.straight, r.killed)
+
+
+@pytest.mark.slow
+def test_a_group_signal_during_validation_stops_there_and_the_resume_validates_again(killed_in_validation):
+    r = killed_in_validation
+    assert r.stop_rc == 128 + signal.SIGTERM, r.stop_text[-4000:]
+    _assert_one_line(r.stop_text, "SIGTERM", "during validation (epoch 0)", "checkpoint written")
+    assert r.at_stop["salightning"]["batches_seen"] == 4 and r.at_stop["salightning"]["validation_pending"] is True
+    _same_best_and_rows(r.straight, r.stopped)
+
+
 @pytest.fixture(scope="module")
 def slurm_run(tmp_path_factory, photos) -> SimpleNamespace:
     """A run under a simulated SLURM job: SIGUSR1 at a known batch (what ``--signal=SIGUSR1@90``
@@ -638,7 +729,10 @@ def _lr_input(tmp_path: Path, photos) -> Path:
     return path
 
 
-LOADERS = ["SafeCheckpointIO", "load_generator", "load_pretrained", "cli-predict", "cli-fit-ckpt_path", "cli-pretrained_generator"]
+LOADERS = [
+    "SafeCheckpointIO", "load_generator", "load_pretrained", "cli-predict", "cli-export", "cli-evaluate", "cli-fit-ckpt_path",
+    "cli-pretrained_generator",
+]
 
 
 def _load_with(loader: str, path: Path, tmp_path: Path, photos, capsys) -> str:
@@ -657,6 +751,11 @@ def _load_with(loader: str, path: Path, tmp_path: Path, photos, capsys) -> str:
         return str(info.value)
     if loader == "cli-predict":
         argv = ["predict", "--ckpt_path", path, "--input", _lr_input(tmp_path, photos), "--output", tmp_path / "out"]
+    elif loader == "cli-export":
+        argv = ["export", "--ckpt_path", path, "--output", tmp_path / "exported.pth"]
+    elif loader == "cli-evaluate":
+        argv = ["evaluate", "--ckpt_path", f"m={path}", "--test_sets", f"t={_lr_input(tmp_path, photos).parent}", "--output", tmp_path / "eval",
+                "--lpips", "none", "--no_bicubic"]
     else:
         project = make_project(tmp_path / "project", photos)
         config = write_config(project / "config.yaml", tiny_config(project, max_epochs=1))
@@ -712,6 +811,34 @@ def _bad_checkpoint_cases() -> list[Any]:
     return cases
 
 
+def test_unreadable_pretrained_generator_leaves_no_run_folder(malicious_checkpoint, tmp_path, photos, capsys):
+    path, _ = malicious_checkpoint
+    project = make_project(tmp_path / "project", photos)
+    config = write_config(project / "config.yaml", tiny_config(project, max_epochs=1))
+    code, _, err = run_main(["fit", "--config", config, "--model.pretrained_generator", path], capsys)
+    assert code == 2 and "was refused" in err, err[-3000:]
+    assert not (project / "run").exists() or not any((project / "run").iterdir()), sorted((project / "run").rglob("*"))
+
+
+def test_checkpoints_saved_from_python_carry_a_checksum(tmp_path, patch_loaders, caplog):
+    """trainer.save_checkpoint with Lightning's own checkpoint IO (no SafeCheckpointIO): the module adds it."""
+    train, _ = patch_loaders
+    trainer = make_trainer(tmp_path, limit_train_batches=1)
+    trainer.fit(make_module(stage=1), train)
+    trainer.save_checkpoint(tmp_path / "python.ckpt")
+    raw = torch.load(tmp_path / "python.ckpt", weights_only=True)
+    assert raw[checkpoint_files.CHECKSUM_KEY] == checkpoint_files.tensor_digest(raw)
+    with caplog.at_level("WARNING"):
+        load_generator(tmp_path / "python.ckpt")
+    assert "checksum" not in caplog.text
+    # A file without one (torch.save of your own) loads with a note giving the right reason.
+    del raw[checkpoint_files.CHECKSUM_KEY]
+    torch.save(raw, tmp_path / "foreign.ckpt")
+    with caplog.at_level("WARNING"):
+        load_generator(tmp_path / "foreign.ckpt")
+    assert "no content checksum (not written by salightning" in caplog.text and "written before" not in caplog.text
+
+
 @pytest.mark.parametrize("kind, loader", _bad_checkpoint_cases())
 def test_bad_checkpoints_give_a_clear_error_naming_the_file(kind, loader, real_checkpoint, tmp_path, photos, capsys):
     marker = tmp_path / "code_ran"
@@ -722,8 +849,10 @@ def test_bad_checkpoints_give_a_clear_error_naming_the_file(kind, loader, real_c
     assert "Traceback" not in err, err
     assert not marker.exists()
     assert path.read_bytes() == before
-    if kind == "malicious" and loader in ("SafeCheckpointIO", "cli-fit-ckpt_path"):
-        assert "refused" in err and "run code" in err
+    if kind == "malicious":  # the same one-line refusal wherever the file enters
+        (line,) = [line for line in err.splitlines() if "refused" in line]
+        assert f"{str(path)!r} was refused: it holds Python objects other than tensors" in line and "could run code" in line, err
+        assert "weights_only=False" not in err  # torch's advice to load it unsafely
 
 
 # --------------------------------------------------------------------------------------------
@@ -842,6 +971,34 @@ def test_nonfinite_gradient_with_a_finite_loss_is_skipped(tmp_path, patch_loader
     assert poison["done"] >= 1 and all(math.isfinite(x) for x in losses)  # every loss was finite
     assert all(torch.isfinite(p).all() for p in module.parameters())
     assert module.nonfinite_guard.total == 1 and module.batches_seen == len(train)
+
+
+def test_a_run_whose_weights_explode_stops_naming_divergence_and_keeps_no_best(tmp_path, photos, capsys):
+    """``lr 1e30``: the first step makes the weights huge but finite, every later step is skipped
+    as non-finite (never 20 in a row in 12 batches), and the validation loss is inf."""
+    project = make_project(tmp_path / "project", photos)
+    config = tiny_config(project, max_epochs=3)
+    config["trainer"]["callbacks"] = _shipped_callbacks(project)
+    code, _, err = run_main(["fit", "--config", write_config(project / "config.yaml", config), "--model.optimizer_g.init_args.lr", "1e30"], capsys)
+    assert code == 2 and "Traceback" not in err, err[-3000:]
+    (line,) = [line for line in err.splitlines() if "error:" in line]
+    assert "diverged" in line and "validation loss is" in line, line
+    assert not list((project / "run" / "checkpoints").glob("best-*.ckpt"))
+
+
+def test_a_validation_after_only_skipped_batches_is_divergence():
+    from salightning.training import NonFiniteGuard, TrainingDiverged
+
+    guard = NonFiniteGuard(max_in_a_row=20)
+    guard.passed()
+    guard.skipped("loss", batch=1)
+    guard.validated(torch.tensor(0.5), batch=2)  # one batch of the two trained: not diverged
+    for batch in range(2, 6):
+        guard.skipped("loss", batch=batch)
+    with pytest.raises(TrainingDiverged, match="every one of the 4 training batches since the previous validation was skipped"):
+        guard.validated(torch.tensor(0.5), batch=6)
+    with pytest.raises(TrainingDiverged, match="validation loss is inf"):
+        guard.validated(torch.tensor(float("inf")), batch=6)
 
 
 @pytest.mark.xfail(

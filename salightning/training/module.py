@@ -42,7 +42,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 import salightning
 from salightning.checks import check_at_least, check_factory_lr, check_fraction, check_optimizer_lr, check_positive
 from salightning.losses import AdversarialLoss, SAPixelLoss
-from salightning.checkpoints import load_pretrained
+from salightning.checkpoints import CHECKSUM_KEY, load_pretrained, tensor_digest
 from salightning.models import constructor_config, generator_spec
 from salightning.training.balance import BetaMode, SABalance
 from salightning.training.evaluation import EvaluationMeans, naming_images
@@ -328,13 +328,17 @@ class SRGANModule(pl.LightningModule):
         self.eval_metrics[prefix].update(sr, hr, losses)
         return sr
 
-    def _log_evaluation(self, prefix: str) -> None:
-        for name, value in self.eval_metrics[prefix].compute().items():  # synchronised by torchmetrics
+    def _log_evaluation(self, prefix: str) -> dict[str, Tensor]:
+        metrics = self.eval_metrics[prefix].compute()  # synchronised by torchmetrics
+        for name, value in metrics.items():
             self.log(f"{prefix}/{name}", value.float(), prog_bar=prefix == "val" and name in ("loss", "psnr"))
         self.eval_metrics[prefix].reset()
+        return metrics
 
     def on_validation_epoch_end(self) -> None:
-        self._log_evaluation("val")
+        metrics = self._log_evaluation("val")
+        if self.trainer.state.fn == "fit":  # before ModelCheckpoint sees the loss: a diverged run gives no "best"
+            self.nonfinite_guard.validated(metrics.get("loss"), self.batches_seen)
 
     def on_test_epoch_end(self) -> None:
         self._log_evaluation("test")
@@ -368,6 +372,8 @@ class SRGANModule(pl.LightningModule):
         checkpoint.setdefault("salightning", {}).update(
             batches_seen=self.batches_seen, nonfinite_guard=self.nonfinite_guard.state_dict(), sa_balance=self.sa_balance.state_dict()
         )
+        # The last hook before the file is written: trainer.save_checkpoint from Python carries the checksum too.
+        checkpoint[CHECKSUM_KEY] = tensor_digest(checkpoint)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state_dict = checkpoint.get("state_dict", {})
