@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from salightning.checks import check_at_least
 from salightning.data.sampling import EpochSampler
 
-__all__ = ["SRDataModule", "leave_stop_signals_to_the_main_process"]
+__all__ = ["ResumableDataLoader", "SRDataModule", "leave_stop_signals_to_the_main_process"]
 
 # Which splits each Lightning stage needs (None or an unknown stage: all of them).
 _STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
@@ -47,6 +47,18 @@ def leave_stop_signals_to_the_main_process(worker_id: int) -> None:
     # Blocked before any other thread starts in the worker: threads inherit the mask, so only the waiter takes it.
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
     threading.Thread(target=_end_on_sigterm_from_parent, name="salightning-sigterm", daemon=True).start()
+
+
+class ResumableDataLoader(DataLoader):
+    """The training DataLoader: its :class:`~salightning.data.EpochSampler` starts where the
+    trainer's batch count stands, so a mid-epoch resume is exact with no state of its own to save.
+    The empty ``state_dict`` tells Lightning so (it would warn that the loader is not resumable)."""
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
 
 
 class SRDataModule(pl.LightningDataModule):
@@ -111,7 +123,8 @@ class SRDataModule(pl.LightningDataModule):
         return self.datasets[split]
 
     def _loader(self, dataset: Dataset, batch_size: int, sampler: Sampler | None, drop_last: bool) -> DataLoader:
-        return DataLoader(
+        loader = ResumableDataLoader if isinstance(sampler, EpochSampler) else DataLoader
+        return loader(
             dataset,
             batch_size=batch_size,
             sampler=sampler,

@@ -40,7 +40,7 @@ from torch.optim.lr_scheduler import MultiStepLR
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 import salightning
-from salightning.checks import check_at_least, check_factory_lr, check_fraction, check_optimizer_lr, check_positive
+from salightning.checks import check_at_least, check_optimizer_factory, check_fraction, check_optimizer_lr, check_positive
 from salightning.losses import AdversarialLoss, SAPixelLoss
 from salightning.checkpoints import CHECKSUM_KEY, load_pretrained, tensor_digest
 from salightning.models import constructor_config, generator_spec
@@ -83,7 +83,7 @@ def _check_arguments(args: dict[str, Any]) -> None:
         if args[name] is not None:
             check_at_least(args[name], f"model.{name}", 1)
     for name in ("optimizer_g", "optimizer_d"):
-        check_factory_lr(args[name], f"model.{name}")
+        check_optimizer_factory(args[name], f"model.{name}")
     milestones = args["lr_milestones"]
     if milestones is not None and list(milestones) != sorted(milestones):
         raise ValueError(f"lr_milestones must be increasing, got {milestones!r}")
