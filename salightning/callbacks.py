@@ -372,6 +372,36 @@ class ResumeValidation(pl.Callback):
             epochs.completed = resumed_in
 
 
+class RunSummary(pl.Callback):
+    """Print where a finished run left its checkpoints, sample images and metrics."""
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        lines = ["", "salightning: run finished"]
+        for ckpt in trainer.checkpoint_callbacks:
+            path = getattr(ckpt, "best_model_path", "")
+            if path and getattr(ckpt, "monitor", None):
+                score = ckpt.best_model_score
+                lines.append(f"  best checkpoint : {Path(path).resolve()}" + (f" ({ckpt.monitor}={float(score):.5g})" if score is not None else ""))
+            elif path:  # no monitor: its one kept file is the latest state
+                lines.append(f"  last checkpoint : {Path(path).resolve()}")
+            if getattr(ckpt, "last_model_path", ""):
+                lines.append(f"  last checkpoint : {Path(ckpt.last_model_path).resolve()}")
+        for cb in trainer.callbacks:
+            if isinstance(cb, ValidationPanels) and cb.last_path is not None:
+                lines.append(f"  sample images   : {cb.last_path.parent.resolve()}")
+        for logger in trainer.loggers:
+            if isinstance(logger, pl.loggers.CSVLogger):
+                lines.append(f"  metrics (CSV)   : {Path(logger.log_dir).resolve() / 'metrics.csv'}")
+            elif isinstance(logger, pl.loggers.WandbLogger):
+                lines.append(f"  W&B run         : {getattr(logger.experiment, 'url', None) or logger.save_dir}")
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+        if metrics:
+            lines.append("  last validation : " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items())))
+        print("\n".join(lines), flush=True)
+
+
 def rng_states() -> dict[str, Any]:
     """The global RNG states (torch, CUDA, numpy, Python) in types ``torch.load(weights_only=True)`` reads."""
     import random
