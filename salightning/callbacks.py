@@ -141,7 +141,7 @@ class LastCheckpoint(pl.Callback):
       - in validation, after the validation batch in progress, with ``last.ckpt`` written; the
         resumed run runs that validation again (:class:`ResumeValidation`). Under DDP (ranks
         may have different numbers of validation batches) or once the validation's metrics are
-        logged, at the start of the next epoch or the end of the next training batch instead;
+        logged, after the next training batch instead;
       - in setup or the sanity check, before any training: nothing to save;
       - after training (teardown): the run's checkpoints are complete.
 
@@ -264,17 +264,14 @@ class LastCheckpoint(pl.Callback):
 
     def _stop_in_validation(self, trainer: pl.Trainer, after: str) -> None:
         # Before the epoch's metrics are logged: the resumed run validates again and logs them once.
-        # A signal noticed later (or under DDP) stops at the next epoch start or training batch end.
+        # A signal noticed later (or under DDP) stops after the next training batch (Lightning does not
+        # resume exactly from a checkpoint written between epochs) or, after the last, at teardown.
         if not self._stop_requested(trainer, collective=False):
             return
         if trainer.sanity_checking:
             self._stop(trainer, "during the sanity check, before training started", _NOTHING_TRAINED)
         else:
             self._stop(trainer, f"during validation (epoch {trainer.current_epoch}){after}")
-
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self._stop_requested(trainer):
-            self._stop(trainer, f"at the start of epoch {trainer.current_epoch}")
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         self._restore()

@@ -132,6 +132,10 @@ class HoldAt(pl.Callback):
         if (self.phase == "sanity" and sanity) or (self.phase == "val" and not sanity and trainer.current_epoch == self.epoch):
             self._hold()
 
+    def on_validation_end(self, trainer, pl_module):
+        if self.phase == "val_end" and not trainer.sanity_checking and trainer.current_epoch == self.epoch:
+            self._hold()
+
 
 class RecordRNG(pl.Callback):
     def __init__(self, path: str) -> None:
@@ -379,16 +383,28 @@ def test_a_run_stopped_by_a_group_signal_resumes_bit_identically(group_stopped, 
     assert same(a["salightning"], b["salightning"])
 
 
+OUTSIDE_TRAINING = {  # phase -> what the line says
+    "setup": "outside training; no checkpoint written",
+    "sanity": "during the sanity check, before training started; nothing was trained",
+    "teardown": "after training had ended; the run's checkpoints are complete",
+}
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_a_group_signal_during_the_sanity_check_exits_non_zero_with_one_line(signum, tmp_path, photos):
+@pytest.mark.parametrize(
+    "phase, signum",
+    [("setup", signal.SIGTERM), ("sanity", signal.SIGTERM), ("sanity", signal.SIGINT), ("teardown", signal.SIGTERM)],
+    ids=["setup-SIGTERM", "sanity-SIGTERM", "sanity-SIGINT", "teardown-SIGTERM"],
+)
+def test_a_group_signal_outside_training_exits_non_zero_with_one_line(phase, signum, tmp_path, photos):
     (tmp_path / "relhelpers.py").write_text(HELPERS)
     project = make_project(tmp_path / "project", photos)
-    write_config(project / "config.yaml", tiny_config(project, num_workers=1))
-    rc, text = _signal_group_during(tmp_path, project, "sanity", signum)
-    assert rc == 128 + signum, text[-4000:]
-    _assert_one_line(text, signum.name, "sanity check")
-    assert not (project / "run" / "checkpoints").exists() or not any((project / "run" / "checkpoints").iterdir())
+    write_config(project / "config.yaml", tiny_config(project, max_epochs=1, num_workers=1))
+    rc, text = _signal_group_during(tmp_path, project, phase, signum)
+    assert rc == 128 + signum, text[-4000:]  # never 0: a requeue script would take the job as done
+    _assert_one_line(text, signum.name, OUTSIDE_TRAINING[phase])
+    checkpoints = sorted((project / "run" / "checkpoints").glob("*.ckpt")) if (project / "run" / "checkpoints").is_dir() else []
+    assert [p.name for p in checkpoints] == (["epoch=0-step=8.ckpt", "last.ckpt"] if phase == "teardown" else [])
 
 
 # --------------------------------------------------------------------------------------------
@@ -425,7 +441,7 @@ def killed_in_validation(tmp_path_factory, photos) -> SimpleNamespace:
     root = tmp_path_factory.mktemp("valkill")
     (root / "relhelpers.py").write_text(HELPERS)
     env = _env(root)
-    projects = {name: make_project(root / name, photos) for name in ("straight", "killed", "stopped")}
+    projects = {name: make_project(root / name, photos) for name in ("straight", "killed", "stopped", "late")}
     for project in projects.values():
         config = tiny_config(project, max_epochs=2, num_workers=1)
         config["trainer"]["callbacks"] = _shipped_callbacks(project)
@@ -449,10 +465,18 @@ def killed_in_validation(tmp_path_factory, photos) -> SimpleNamespace:
         stop_rc, stop_text = _signal_group_during(root, stopped, "val", signal.SIGTERM, epoch=0)
         at_stop = _last(stopped)
         restarted = run_in_group(_fit(stopped, "--ckpt_path", "last"), env=env, cwd=root, stdout=logs["restarted"], stderr=subprocess.STDOUT, timeout=300)
+        # ...and once that validation's metrics are logged: it stops after the next training batch.
+        late = projects["late"]
+        late_rc, late_text = _signal_group_during(root, late, "val_end", signal.SIGTERM, epoch=0)
+        late_restarted = run_in_group(_fit(late, "--ckpt_path", "last"), env=env, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=300)
         assert a.wait(300) == 0, (root / "straight.log").read_text()[-4000:]
     assert resumed.returncode == 0, (root / "resumed.log").read_text()[-4000:]
     assert restarted.returncode == 0, (root / "restarted.log").read_text()[-4000:]
-    return SimpleNamespace(straight=projects["straight"], killed=killed, at_kill=at_kill, stopped=stopped, stop_rc=stop_rc, stop_text=stop_text, at_stop=at_stop)
+    assert late_restarted.returncode == 0, late_restarted.stdout[-4000:]
+    return SimpleNamespace(
+        straight=projects["straight"], killed=killed, at_kill=at_kill, stopped=stopped, stop_rc=stop_rc, stop_text=stop_text, at_stop=at_stop,
+        late=late, late_rc=late_rc, late_text=late_text,
+    )
 
 
 def _same_best_and_rows(straight: Path, resumed: Path) -> None:
@@ -480,6 +504,16 @@ def test_a_group_signal_during_validation_stops_there_and_the_resume_validates_a
     _assert_one_line(r.stop_text, "SIGTERM", "during validation (epoch 0)", "checkpoint written")
     assert r.at_stop["salightning"]["batches_seen"] == 4 and r.at_stop["salightning"]["validation_pending"] is True
     _same_best_and_rows(r.straight, r.stopped)
+
+
+@pytest.mark.slow
+def test_a_group_signal_after_the_validation_metrics_stops_after_the_next_batch_and_resumes_exactly(killed_in_validation):
+    r = killed_in_validation
+    assert r.late_rc == 128 + signal.SIGTERM, r.late_text[-4000:]
+    _assert_one_line(r.late_text, "SIGTERM", "after batch 5", "checkpoint written")
+    _same_best_and_rows(r.straight, r.late)
+    a, b = _last(r.straight), _last(r.late)
+    assert same(a["state_dict"], b["state_dict"]) and same(a["optimizer_states"], b["optimizer_states"])
 
 
 @pytest.fixture(scope="module")
