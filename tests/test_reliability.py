@@ -47,6 +47,7 @@ from salightning.data import ImageSRDataModule
 from salightning.models import RRDBNet
 from salightning.checkpoints import load_pretrained
 from salightning.checkpoints import load_generator
+from salightning.training import TrainingDiverged
 
 SCRIPT = Path(sys.executable).with_name("salightning")
 
@@ -1022,7 +1023,7 @@ def test_a_run_whose_weights_explode_stops_naming_divergence_and_keeps_no_best(t
 
 
 def test_a_validation_after_only_skipped_batches_is_divergence():
-    from salightning.training import NonFiniteGuard, TrainingDiverged
+    from salightning.training import NonFiniteGuard
 
     guard = NonFiniteGuard(max_in_a_row=20)
     guard.passed()
@@ -1034,6 +1035,21 @@ def test_a_validation_after_only_skipped_batches_is_divergence():
         guard.validated(torch.tensor(0.5), batch=6)
     with pytest.raises(TrainingDiverged, match="validation loss is inf"):
         guard.validated(torch.tensor(float("inf")), batch=6)
+
+
+def test_a_run_without_validation_whose_last_batches_were_all_skipped_ends_naming_divergence(tmp_path, patch_loaders):
+    train, _ = patch_loaders
+
+    class PoisonFromEpoch1(pl.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            if trainer.current_epoch >= 1:
+                batch["hr"][:] = float("nan")
+
+    module = make_module(stage=2, max_nonfinite_in_a_row=100)
+    trainer = make_trainer(tmp_path, max_epochs=2, limit_val_batches=0, callbacks=[PoisonFromEpoch1()])
+    batches = [{k: (v.clone() if torch.is_tensor(v) else v) for k, v in b.items()} for b in train]
+    with pytest.raises(TrainingDiverged, match=f"the last {len(train)} training batches were all skipped"):
+        trainer.fit(module, torch.utils.data.DataLoader(batches, batch_size=None))
 
 
 @pytest.mark.xfail(

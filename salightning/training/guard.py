@@ -21,6 +21,12 @@ class TrainingDiverged(RuntimeError):
     and the validation that found it gives no best checkpoint."""
 
 
+_DIVERGED = (
+    "training has diverged and was stopped; no best checkpoint was taken from this point and the checkpoints written "
+    "so far are intact. Lower the learning rate, check the data for NaN/Inf, or enable grad_clip_norm."
+)
+
+
 class NonFiniteGuard:
     """Counts skipped batches and stops a diverged run; saved in checkpoints (:meth:`state_dict`).
 
@@ -82,16 +88,23 @@ class NonFiniteGuard:
             loss: the validation loss (a scalar tensor or a number; None: not computed).
             batch: training batches seen, named in the message.
         """
-        skipped_all, since = self.since_validation > 0 and self.in_a_row >= self.since_validation, self.since_validation
+        since, skipped_all = self.since_validation, self._skipped_all()
         self.since_validation = 0
-        advice = (
-            "training has diverged and was stopped; no best checkpoint was taken from this validation and the "
-            "checkpoints written so far are intact. Lower the learning rate, check the data for NaN/Inf, or enable grad_clip_norm."
-        )
         if loss is not None and not bool(torch.isfinite(torch.as_tensor(loss)).all()):
-            raise TrainingDiverged(f"validation loss is {float(torch.as_tensor(loss)):g} after batch {batch}: {advice}")
+            raise TrainingDiverged(f"validation loss is {float(torch.as_tensor(loss)):g} after batch {batch}: {_DIVERGED}")
         if skipped_all:
-            raise TrainingDiverged(f"every one of the {since} training batches since the previous validation was skipped as non-finite (batch {batch}): {advice}")
+            raise TrainingDiverged(f"every one of the {since} training batches since the previous validation was skipped as non-finite (batch {batch}): {_DIVERGED}")
+
+    def training_ended(self, batch: int, epoch_batches: float) -> None:
+        """At the end of training: raise :class:`TrainingDiverged` when every batch of the last
+        epoch (``epoch_batches`` long), or every one since the last validation, was skipped (a run
+        without validation ends here)."""
+        last = min(epoch_batches, self.since_validation)
+        if last > 0 and self.in_a_row >= last:
+            raise TrainingDiverged(f"the last {int(last)} training batches were all skipped as non-finite (batch {batch}): {_DIVERGED}")
+
+    def _skipped_all(self) -> bool:
+        return self.since_validation > 0 and self.in_a_row >= self.since_validation
 
     def state_dict(self) -> dict[str, int]:
         return {"in_a_row": self.in_a_row, "total": self.total, "since_validation": self.since_validation}

@@ -391,6 +391,9 @@ class SRGANModule(pl.LightningModule):
         if message is not None:
             rank_zero_warn(message)
 
+    def on_train_end(self) -> None:
+        self.nonfinite_guard.training_ended(self.batches_seen, self.trainer.num_training_batches)
+
     def on_train_start(self) -> None:
         if self.max_batches is not None and self.batches_seen >= self.max_batches:
             log.warning("max_batches=%d already reached (batch %d): nothing to train", self.max_batches, self.batches_seen)
