@@ -324,23 +324,52 @@ def _hold_at(flag: Path, go: Path, phase: str, epoch: int = 0, batch: int = 0) -
     ]
 
 
-def _signal_group_during(root: Path, project: Path, phase: str, signum: int, *extra: str, epoch: int = 0, batch: int = 0) -> tuple[int, str]:
-    """Start ``fit`` in a session of its own, hold it at ``phase``, send ``signum`` to its whole
-    process group (as a terminal, ``timeout`` or a scheduler does), let it go on; (exit status, output)."""
-    flag, go, log = project / f"held-{phase}", project / f"go-{phase}", root / f"{project.name}-{phase}.log"
-    with open(log, "w") as out:
-        process = subprocess.Popen(
-            _fit(project, *_hold_at(flag, go, phase, epoch, batch), *extra), env=_env(root), cwd=root, stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True,
+def _start_held(root: Path, project: Path, phase: str, *extra: str, epoch: int = 0, batch: int = 0) -> SimpleNamespace:
+    """Start ``fit`` in a session of its own, to be held at ``phase`` (see :class:`HoldAt`)."""
+    held = SimpleNamespace(flag=project / f"held-{phase}", go=project / f"go-{phase}", log=root / f"{project.name}-{phase}.log")
+    with open(held.log, "w") as out:
+        held.process = subprocess.Popen(
+            _fit(project, *_hold_at(held.flag, held.go, phase, epoch, batch), *extra), env=_env(root), cwd=root, stdout=out,
+            stderr=subprocess.STDOUT, start_new_session=True,
         )
+    return held
+
+
+def _signal_held(held: SimpleNamespace, signum: int) -> tuple[int, str]:
+    """Once the run is held, send ``signum`` to its whole process group (as a terminal, ``timeout``
+    or a scheduler does) and let it go on; (exit status, output)."""
     try:
-        _wait_for(flag.exists, process, log)
-        os.killpg(process.pid, signum)
-        go.touch()
-        rc = process.wait(120)
+        _wait_for(held.flag.exists, held.process, held.log)
+        os.killpg(held.process.pid, signum)
+        held.go.touch()
+        rc = held.process.wait(120)
     finally:
-        _kill_group(process)
-    return rc, log.read_text()
+        _kill_group(held.process)
+    return rc, held.log.read_text()
+
+
+def _signal_group_during(root: Path, project: Path, phase: str, signum: int, *extra: str, epoch: int = 0, batch: int = 0) -> tuple[int, str]:
+    return _signal_held(_start_held(root, project, phase, *extra, epoch=epoch, batch=batch), signum)
+
+
+def _resume_all(root: Path, projects: list[Path], timeout: float = 300) -> None:
+    """``fit --ckpt_path last`` in each project at once, each in its own session (killed whole at the timeout)."""
+    processes = []
+    try:
+        for project in projects:
+            with open(root / f"{project.name}-resumed.log", "w") as out:
+                processes.append(subprocess.Popen(_fit(project, "--ckpt_path", "last"), env=_env(root), cwd=root, stdout=out,
+                                                  stderr=subprocess.STDOUT, start_new_session=True))
+        deadline = time.monotonic() + timeout
+        for project, process in zip(projects, processes):
+            try:
+                rc = process.wait(max(1.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pytest.fail(f"the resume of {project.name} timed out:\n{(root / f'{project.name}-resumed.log').read_text()[-4000:]}")
+            assert rc == 0, (root / f"{project.name}-resumed.log").read_text()[-4000:]
+    finally:
+        for process in processes:
+            _kill_group(process)
 
 
 def _assert_one_line(text: str, *words: str) -> None:
@@ -437,8 +466,9 @@ def _validation_rows(project: Path) -> list[dict[str, str]]:
 
 @pytest.fixture(scope="module")
 def killed_in_validation(tmp_path_factory, photos) -> SimpleNamespace:
-    """Two epochs with the shipped configs' checkpoints, uninterrupted and SIGKILLed during epoch
-    0's validation (last.ckpt is from the epoch's last batch), then resumed with ``--ckpt_path last``."""
+    """Two epochs with the shipped configs' checkpoints: uninterrupted; SIGKILLed during epoch 0's
+    validation (last.ckpt is from the epoch's last batch); stopped by SIGTERM to the group during
+    it and after its metrics are logged; each interrupted one resumed with ``--ckpt_path last``."""
     root = tmp_path_factory.mktemp("valkill")
     (root / "relhelpers.py").write_text(HELPERS)
     env = _env(root)
@@ -447,33 +477,25 @@ def killed_in_validation(tmp_path_factory, photos) -> SimpleNamespace:
         config = tiny_config(project, max_epochs=2, num_workers=1)
         config["trainer"]["callbacks"] = _shipped_callbacks(project)
         write_config(project / "config.yaml", config)
-    killed = projects["killed"]
-    flag = killed / "validating"
+    killed, stopped, late = projects["killed"], projects["stopped"], projects["late"]
     with contextlib.ExitStack() as stack:
-        logs = {name: stack.enter_context(open(root / f"{name}.log", "w")) for name in ("straight", "killed", "resumed", "restarted")}
-        a = subprocess.Popen(_fit(projects["straight"]), env=env, cwd=root, stdout=logs["straight"], stderr=subprocess.STDOUT, start_new_session=True)
+        straight_log = stack.enter_context(open(root / "straight.log", "w"))
+        a = subprocess.Popen(_fit(projects["straight"]), env=env, cwd=root, stdout=straight_log, stderr=subprocess.STDOUT, start_new_session=True)
         stack.callback(_kill_group, a)
-        b = subprocess.Popen(_fit(killed, *_hold_at(flag, killed / "never", "val", epoch=0)), env=env, cwd=root, stdout=logs["killed"],
-                             stderr=subprocess.STDOUT, start_new_session=True)
-        stack.callback(_kill_group, b)
-        _wait_for(flag.exists, b, root / "killed.log")
+        # SIGKILL during that validation; SIGTERM to the group during it (it stops there) and once its
+        # metrics are logged (it stops after the next training batch). All at once: 2 cores.
+        held = {name: _start_held(root, projects[name], phase, epoch=0) for name, phase in (("killed", "val"), ("stopped", "val"), ("late", "val_end"))}
+        for run in held.values():
+            stack.callback(_kill_group, run.process)
+        _wait_for(held["killed"].flag.exists, held["killed"].process, held["killed"].log)
         at_kill = _last(killed)
-        os.killpg(b.pid, signal.SIGKILL)
-        b.wait(60)
-        resumed = run_in_group(_fit(killed, "--ckpt_path", "last"), env=env, cwd=root, stdout=logs["resumed"], stderr=subprocess.STDOUT, timeout=300)
-        # The same with SIGTERM to the process group during that validation: it stops there.
-        stopped = projects["stopped"]
-        stop_rc, stop_text = _signal_group_during(root, stopped, "val", signal.SIGTERM, epoch=0)
+        os.killpg(held["killed"].process.pid, signal.SIGKILL)
+        held["killed"].process.wait(60)
+        stop_rc, stop_text = _signal_held(held["stopped"], signal.SIGTERM)
         at_stop = _last(stopped)
-        restarted = run_in_group(_fit(stopped, "--ckpt_path", "last"), env=env, cwd=root, stdout=logs["restarted"], stderr=subprocess.STDOUT, timeout=300)
-        # ...and once that validation's metrics are logged: it stops after the next training batch.
-        late = projects["late"]
-        late_rc, late_text = _signal_group_during(root, late, "val_end", signal.SIGTERM, epoch=0)
-        late_restarted = run_in_group(_fit(late, "--ckpt_path", "last"), env=env, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=300)
+        late_rc, late_text = _signal_held(held["late"], signal.SIGTERM)
+        _resume_all(root, [killed, stopped, late])
         assert a.wait(300) == 0, (root / "straight.log").read_text()[-4000:]
-    assert resumed.returncode == 0, (root / "resumed.log").read_text()[-4000:]
-    assert restarted.returncode == 0, (root / "restarted.log").read_text()[-4000:]
-    assert late_restarted.returncode == 0, late_restarted.stdout[-4000:]
     return SimpleNamespace(
         straight=projects["straight"], killed=killed, at_kill=at_kill, stopped=stopped, stop_rc=stop_rc, stop_text=stop_text, at_stop=at_stop,
         late=late, late_rc=late_rc, late_text=late_text,
