@@ -6,6 +6,7 @@ Every callback is safe under DDP: collectives run on all ranks, files are writte
 
 from __future__ import annotations
 
+import copy
 import os
 import signal
 import sys
@@ -135,19 +136,46 @@ class ValidationPanels(pl.Callback):
 
 
 class Preempted(SystemExit):
-    """The run was stopped by a signal after writing its checkpoint; the exit status is
-    128 + the signal number (143 for SIGTERM, 130 for SIGINT), as a shell reports a killed job."""
+    """The run was stopped by a signal; the exit status is 128 + the signal number (143 for
+    SIGTERM, 130 for SIGINT), as a shell reports a killed job.
+
+    Args:
+        code: the exit status.
+        message: the line to print, when it was not printed already (``salightning`` prints it).
+    """
+
+    def __init__(self, code: int, message: str | None = None) -> None:
+        super().__init__(code)
+        self.message = message
+
+
+def _signal_name(signum: int) -> str:
+    return signal.Signals(signum).name
+
+
+_NOTHING_TRAINED = "nothing was trained, no checkpoint written (earlier checkpoints are intact)"
 
 
 class LastCheckpoint(pl.Callback):
-    """Keep ``last.ckpt`` fresh, so that a stopped or killed run loses little.
+    """Keep ``last.ckpt`` fresh, and stop on SIGTERM / SIGINT without losing work.
 
     * every ``every_n_batches`` training batches (batches, not optimizer steps: a GAN batch
       makes two), ``last.ckpt`` is rewritten (atomically, by the run's checkpoint IO);
-    * on SIGTERM or SIGINT (a scheduler's preemption, Ctrl-C) the run finishes the batch in
-      progress, writes ``last.ckpt`` and exits with status 128 + signal (never 0). All DDP ranks
-      agree on the batch to stop at. A second signal exits at once, discarding a checkpoint
-      write in progress (the previous file stays).
+    * on SIGTERM or SIGINT (a scheduler's preemption, Ctrl-C, ``timeout``; sent to the process
+      or to its whole group: the data workers leave them to this process,
+      :func:`salightning.data.base.leave_stop_signals_to_the_main_process`) the run stops with
+      status 128 + signal (never 0) and one line saying where it stopped:
+
+      - in training, after the batch in progress, with ``last.ckpt`` written;
+      - in validation, after the validation batch in progress, with ``last.ckpt`` written; the
+        resumed run runs that validation again (:class:`ResumeValidation`). Under DDP (ranks
+        may have different numbers of validation batches) or once the validation's metrics are
+        logged, after the next training batch instead;
+      - in setup or the sanity check, before any training: nothing to save;
+      - after training (teardown): the run's checkpoints are complete.
+
+      All DDP ranks agree on where to stop. A second signal exits at once, discarding a
+      checkpoint write in progress (the previous file stays).
 
     ``--ckpt_path last`` resumes from the newest of this file and the other ``last*.ckpt`` files
     of the run. Mid-epoch files resume exactly: the training data order is resumable
@@ -181,18 +209,20 @@ class LastCheckpoint(pl.Callback):
         folder = self.dirpath or getattr(checkpoint, "dirpath", None) or _run_dir(self._trainer) / "checkpoints"
         return Path(folder) / self.filename
 
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        # Installed here, after Lightning's own handlers (registered after setup), which would
-        # end the run with status 0 and no checkpoint; Lightning restores the originals at teardown.
-        self._trainer = trainer
-        self.signum = None
+    # -- the handlers: from setup to teardown -----------------------------------------------------
+
+    def _listen(self) -> None:
+        """Install the handlers (again): Lightning registers its own after setup, which end the
+        run with status 0 and no checkpoint. The handlers found first are restored at the end."""
         import threading
 
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                self._previous[sig] = signal.signal(sig, self._on_signal)
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            if signal.getsignal(sig) != self._on_signal:
+                self._previous.setdefault(sig, signal.signal(sig, self._on_signal))
 
-    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def _restore(self) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous = {}
@@ -208,21 +238,164 @@ class LastCheckpoint(pl.Callback):
             Path(partial).unlink(missing_ok=True)
         os._exit(128 + signum)
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
-        stop = trainer.strategy.reduce_boolean_decision(self.signum is not None, all=False)
-        done = trainer.fit_loop.epoch_loop.batch_progress.total.processed
-        if stop or (self.every_n_batches and done % self.every_n_batches == 0):
+    def _stop_requested(self, trainer: pl.Trainer, collective: bool = True) -> bool:
+        # All ranks decide together; where ranks may run different numbers of steps (evaluation
+        # batches under DDP) the decision waits for a point they all reach.
+        if not collective:
+            return self.signum is not None and trainer.world_size == 1
+        return trainer.strategy.reduce_boolean_decision(self.signum is not None, all=False)
+
+    def _stop(self, trainer: pl.Trainer, where: str, unsaved: str | None = None) -> None:
+        """Write ``last.ckpt`` (unless ``unsaved`` says why there is nothing to save), print one
+        line and raise :class:`Preempted`."""
+        if unsaved is None:
             trainer.save_checkpoint(self.path, weights_only=False)  # the full state, to resume from
+        signum = self.signum or signal.SIGTERM
+        if trainer.is_global_zero:
+            saved = unsaved or f"checkpoint written to {self.path.resolve()} (resume with --ckpt_path last)"
+            print(f"salightning: stopped by {_signal_name(signum)} {where}; {saved}", file=sys.stderr, flush=True)
+        self.signum = None  # stopping now: a later hook must not stop again
+        raise Preempted(128 + signum)
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage == "fit":
+            self._trainer = trainer
+            self.signum = None
+            self._listen()
+
+    def on_sanity_check_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._listen()
+        if self._stop_requested(trainer):
+            self._stop(trainer, "before training started", _NOTHING_TRAINED)
+
+    def on_sanity_check_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._stop_requested(trainer):
+            self._stop(trainer, "during the sanity check, before training started", _NOTHING_TRAINED)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._listen()
+        if self._stop_requested(trainer):
+            self._stop(trainer, "before training started", _NOTHING_TRAINED)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+        stop = self._stop_requested(trainer)
+        done = trainer.fit_loop.epoch_loop.batch_progress.total.processed
         if stop:
-            signum = self.signum or signal.SIGTERM
-            if trainer.is_global_zero:
-                print(
-                    f"salightning: stopped by {signal.Signals(signum).name} after batch {done}; checkpoint written to "
-                    f"{self.path.resolve()} (resume with --ckpt_path last)",
-                    file=sys.stderr,
-                    flush=True,
-                )
-            raise Preempted(128 + signum)
+            self._stop(trainer, f"after batch {done}")
+        if self.every_n_batches and done % self.every_n_batches == 0:
+            trainer.save_checkpoint(self.path, weights_only=False)  # the full state, to resume from
+
+    def on_validation_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._stop_in_validation(trainer, f", after its batch {batch_idx}")
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._stop_in_validation(trainer, "")
+
+    def _stop_in_validation(self, trainer: pl.Trainer, after: str) -> None:
+        # Before the epoch's metrics are logged: the resumed run validates again and logs them once.
+        # A signal noticed later (or under DDP) stops after the next training batch (Lightning does not
+        # resume exactly from a checkpoint written between epochs) or, after the last, at teardown.
+        if not self._stop_requested(trainer, collective=False):
+            return
+        if trainer.sanity_checking:
+            self._stop(trainer, "during the sanity check, before training started", _NOTHING_TRAINED)
+        else:
+            self._stop(trainer, f"during validation (epoch {trainer.current_epoch}){after}")
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        self._restore()
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        self._restore()
+        if self.signum is not None:
+            self._stop(trainer, "after training had ended", "the run's checkpoints are complete")
+
+
+def validation_due(trainer: pl.Trainer) -> bool:
+    """Whether a validation follows the training batch just finished, by Lightning's rule
+    (``check_val_every_n_epoch``, ``val_check_interval``, the epoch's last batch)."""
+    loop = trainer.fit_loop.epoch_loop
+    in_epoch = loop.batch_progress.current.processed
+    every = trainer.check_val_every_n_epoch
+    if not trainer.enable_validation or in_epoch == 0 or (every is not None and (trainer.current_epoch + 1) % every):
+        return False
+    if in_epoch >= trainer.num_training_batches:
+        return True
+    count = in_epoch if every is not None else loop.batch_progress.total.processed
+    return trainer.val_check_batch != float("inf") and count % int(trainer.val_check_batch) == 0
+
+
+class ResumeValidation(pl.Callback):
+    """Run, after a resume, the validation the checkpoint's run had not finished.
+
+    A checkpoint written after the last training batch of an epoch (``LastCheckpoint``, a
+    signal, SLURM's HPC checkpoint, a ``ModelCheckpoint`` every N steps) or during the
+    validation that follows it records ``checkpoint["salightning"]["validation_pending"]``;
+    Lightning would resume with the next epoch and skip that validation, so the epoch would have
+    no metrics row, panel or best-checkpoint candidate. This callback runs it first, at the
+    same epoch and step as the uninterrupted run did. ``salightning fit`` adds it to every run.
+    """
+
+    def __init__(self) -> None:
+        self._validated_at: int | None = None  # training batches done when a validation last ended
+        self._pending_epoch: int | None = None  # the epoch of a resumed checkpoint's unfinished validation
+        self._loops_before_validation: dict[str, Any] | None = None
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+        # The training loops' state a checkpoint written during the coming validation records:
+        # resumed from it, Lightning goes on as from the end of this batch (from the middle of a
+        # validation its loops would resume out of step).
+        self._loops_before_validation = copy.deepcopy(trainer.fit_loop.state_dict()) if validation_due(trainer) else None
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.sanity_checking and trainer.state.fn == "fit":
+            self._validated_at = trainer.fit_loop.epoch_loop.batch_progress.total.processed
+            self._loops_before_validation = None
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
+        done = trainer.fit_loop.epoch_loop.batch_progress.total.processed
+        pending = trainer.state.fn == "fit" and validation_due(trainer) and self._validated_at != done
+        checkpoint.setdefault("salightning", {})["validation_pending"] = bool(pending)
+        if pending and trainer.validating and self._loops_before_validation is not None and "loops" in checkpoint:
+            checkpoint["loops"]["fit_loop"] = copy.deepcopy(self._loops_before_validation)
+
+    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
+        pending = checkpoint.get("salightning", {}).get("validation_pending")
+        self._pending_epoch = int(checkpoint["epoch"]) if pending else None
+        self._loops_before_validation = copy.deepcopy(checkpoint.get("loops", {}).get("fit_loop")) if pending else None
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._pending_epoch is None:
+            return
+        # What Lightning's training loop does at a validation point, in the checkpoint's epoch
+        # (Lightning has already counted it done). The checkpoint may be from the middle of this
+        # validation, so the loop starts afresh.
+        epochs = trainer.fit_loop.epoch_progress.current
+        resumed_in = epochs.completed
+        epochs.completed = self._pending_epoch
+        self._pending_epoch = None
+        val_loop = trainer.fit_loop.epoch_loop.val_loop
+        val_loop.restarting = False
+        trainer.validating = True
+        try:
+            val_loop.run()
+            if resumed_in > epochs.completed:
+                # That validation ended the epoch: so do the epoch's end hooks Lightning skipped
+                # (the ModelCheckpoint that keeps the best saves there), monitoring callbacks last.
+                trainer.training = True
+                monitoring = (pl.callbacks.Checkpoint, pl.callbacks.EarlyStopping)
+                for callback in trainer.callbacks:
+                    if callback is not self and not isinstance(callback, monitoring):
+                        callback.on_train_epoch_end(trainer, pl_module)
+                pl_module.on_train_epoch_end()
+                for callback in trainer.callbacks:
+                    if isinstance(callback, monitoring):
+                        callback.on_train_epoch_end(trainer, pl_module)
+        finally:
+            trainer.training = True
+            epochs.completed = resumed_in
 
 
 class TensorFloat32(pl.Callback):

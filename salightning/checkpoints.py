@@ -121,7 +121,7 @@ def verify_checksum(obj: Any, path: str | os.PathLike, kind: str = "checkpoint")
     checkpoint, or an attribute of an exported state dict (kept by ``torch.save``/``torch.load``)."""
     stored = (obj.get(CHECKSUM_KEY) if isinstance(obj, dict) else None) or getattr(obj, CHECKSUM_KEY, None)
     if stored is None:
-        log.warning("note: %s %s has no content checksum (written before salightning checked them); loaded unverified", kind, path)
+        log.warning("note: %s %s has no content checksum (not written by salightning: another program, or torch.save of your own); loaded unverified", kind, path)
     elif stored != tensor_digest(obj):
         raise ValueError(
             f"{kind} {str(path)!r} is corrupt: its tensors do not match the SHA-256 stored in it "
@@ -230,6 +230,25 @@ def save_atomically(obj: Any, target: Path, kind: str = "checkpoint", unchanged:
 
 
 # ------------------------------------------------------------------------------ safe reading
+def _torch_load(path: Path, map_location: Any = None) -> Any:
+    """``torch.load(path, weights_only=True)``; every failure is one ``ValueError`` naming the
+    file: the same refusal for a file holding code, wherever a file enters salightning."""
+    try:
+        return torch.load(path, map_location=map_location or "cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "weights only load failed" in str(err).lower():
+            # torch's message is long and advises weights_only=False; its line naming the refused global is the useful one
+            culprit = next((line.strip() for line in str(err).splitlines() if "GLOBAL" in line), "")
+            raise ValueError(
+                f"{str(path)!r} was refused: it holds Python objects other than tensors and plain containers, and "
+                "loading them could run code from the file (salightning reads checkpoints and weights with "
+                f"weights_only=True only). {culprit}".rstrip()
+            ) from err
+        raise ValueError(f"{str(path)!r} is corrupt, truncated or not a checkpoint ({type(err).__name__}: {err})") from err
+    except Exception as err:
+        raise ValueError(f"{str(path)!r} is corrupt, truncated or not a checkpoint ({type(err).__name__}: {err})") from err
+
+
 def load_checkpoint_file(path: str | os.PathLike, map_location: Any = None) -> dict[str, Any]:
     """Read a Lightning checkpoint without executing code from it.
 
@@ -248,20 +267,7 @@ def load_checkpoint_file(path: str | os.PathLike, map_location: Any = None) -> d
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"checkpoint {str(p)!r} does not exist")
-    try:
-        checkpoint = torch.load(p, map_location=map_location or "cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        if "weights only load failed" in str(err).lower():
-            # torch's message is long; its line naming the refused global is the useful one
-            culprit = next((line.strip() for line in str(err).splitlines() if "GLOBAL" in line), "")
-            raise ValueError(
-                f"checkpoint {str(p)!r} was refused: it holds Python objects other than tensors and plain "
-                "containers, and loading them could run code from the file (salightning reads "
-                f"checkpoints with weights_only=True only). {culprit}"
-            ) from err
-        raise ValueError(f"checkpoint {str(p)!r} is corrupt, truncated or not a checkpoint ({type(err).__name__}: {err})") from err
-    except Exception as err:
-        raise ValueError(f"checkpoint {str(p)!r} is corrupt, truncated or not a checkpoint ({type(err).__name__}: {err})") from err
+    checkpoint = _torch_load(p, map_location)
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise ValueError(f"checkpoint {str(p)!r} is not a Lightning checkpoint (no 'state_dict')")
     verify_checksum(checkpoint, p)
@@ -271,14 +277,15 @@ def load_checkpoint_file(path: str | os.PathLike, map_location: Any = None) -> d
 def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Load a state dict from ``path`` without executing code from it (``weights_only=True``;
     ``.safetensors`` files are read with safetensors)."""
-    try:
-        if Path(path).suffix == ".safetensors":
+    if Path(path).suffix == ".safetensors":
+        try:
             from safetensors.torch import load_file
 
-            return load_file(str(path), device="cpu")
-        state = torch.load(Path(path), map_location="cpu", weights_only=True)
-    except Exception as err:  # corrupt, truncated or pickled with code
-        raise ValueError(f"cannot read weights file {str(path)!r}: {err}") from err
+            state = load_file(str(path), device="cpu")
+        except Exception as err:  # corrupt or truncated
+            raise ValueError(f"cannot read weights file {str(path)!r}: {err}") from err
+    else:
+        state = _torch_load(Path(path))
     if not isinstance(state, dict):
         raise ValueError(f"weights file {str(path)!r} does not hold a state dict (got {type(state).__name__})")
     if "state_dict" in state or CHECKSUM_KEY in state or hasattr(state, CHECKSUM_KEY):

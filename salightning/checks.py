@@ -117,12 +117,25 @@ def check_at_least(value: int, name: str, minimum: int) -> int:
     return value
 
 
-def check_factory_lr(factory: object, name: str) -> None:
-    """Raise unless the ``lr`` bound in an optimizer factory (a ``functools.partial``, as
-    LightningCLI builds them), if any, is finite and > 0."""
-    lr = (getattr(factory, "keywords", None) or {}).get("lr")
-    if lr is not None:
-        check_positive(lr, f"{name} lr")
+def check_optimizer_factory(factory: object, name: str) -> None:
+    """Raise a ``ValueError`` naming ``name`` unless the settings bound in an optimizer factory (a
+    ``functools.partial``, as LightningCLI builds them) that are given are valid: ``lr`` finite
+    and > 0, ``betas`` two numbers in [0, 1), ``eps`` and ``weight_decay`` finite and >= 0 (torch
+    would refuse them later, naming no option)."""
+    settings = getattr(factory, "keywords", None) or {}
+    if settings.get("lr") is not None:
+        check_positive(settings["lr"], f"{name} lr")
+    betas = settings.get("betas")
+    if betas is not None:
+        try:
+            valid = len(betas) == 2 and all(not isinstance(b, bool) and 0 <= float(b) < 1 for b in betas)
+        except (TypeError, ValueError):
+            valid = False
+        if not valid:
+            raise ValueError(f"{name} betas must be two numbers in [0, 1) (e.g. [0.9, 0.99]), got {betas!r}")
+    for option in ("eps", "weight_decay"):
+        if settings.get(option) is not None:
+            check_non_negative(settings[option], f"{name} {option}")
 
 
 def check_optimizer_lr(optimizer: object, name: str) -> None:

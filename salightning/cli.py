@@ -32,7 +32,7 @@ from pytorch_lightning import LightningDataModule, Trainer
 from pytorch_lightning.cli import LightningCLI, SaveConfigCallback
 from pytorch_lightning.loggers import WandbLogger as LightningWandbLogger
 
-from salightning.callbacks import LastCheckpoint, RNGStates, TrainingCurves, WandbRunId
+from salightning.callbacks import LastCheckpoint, Preempted, ResumeValidation, RNGStates, TrainingCurves, WandbRunId
 from salightning.checkpoint_io import SafeCheckpointIO
 from salightning.checkpoints import NonFiniteCheckpointError, check_trusted_classes, class_paths, load_checkpoint_file, wandb_run_id
 from salightning.options import CLIParser, CommandParser, reduce_union_error
@@ -189,9 +189,10 @@ class SALightningCLI(LightningCLI):
         if type(strategy.checkpoint_io) is TorchCheckpointIO:
             strategy.checkpoint_io = SafeCheckpointIO()
         if self.subcommand == "fit":
-            # LastCheckpoint: SIGTERM / SIGINT give a checkpoint and a non-zero exit; RNGStates: bit-exact resume;
+            # LastCheckpoint: SIGTERM / SIGINT give a checkpoint and a non-zero exit; RNGStates: bit-exact
+            # resume; ResumeValidation: the validation a checkpoint was written before runs after a resume;
             # TrainingCurves: curves.png in the run folder.
-            for kind in (LastCheckpoint, RNGStates, WandbRunId, TrainingCurves):
+            for kind in (LastCheckpoint, RNGStates, ResumeValidation, WandbRunId, TrainingCurves):
                 if not any(isinstance(cb, kind) for cb in trainer.callbacks):
                     trainer.callbacks.append(kind())
         for callback in trainer.callbacks:
@@ -500,13 +501,52 @@ def quiet_third_party() -> None:
         logger.addFilter(_DropTips())
 
 
+def _stopped_by(signum: int, frame: Any) -> None:
+    # Outside training (LastCheckpoint handles the signals there): stop at once, one line, never status 0.
+    name = signal.Signals(signum).name
+    raise Preempted(128 + signum, f"salightning: stopped by {name} outside training; no checkpoint written (earlier files are intact)")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``salightning`` console script and ``python -m salightning``."""
+    import threading
+
+    from pytorch_lightning.utilities.exceptions import SIGTERMException
+
     from_command_line = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     quiet_third_party()
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        previous = {sig: signal.signal(sig, _stopped_by) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         _run_command(argv, from_command_line)
     except USER_ERRORS as err:
         print(f"salightning: error: {reduce_union_error(str(err))}", file=sys.stderr)
         raise SystemExit(2) from None
+    except Preempted as stop:
+        if stop.message:
+            print(stop.message, file=sys.stderr, flush=True)
+        raise SystemExit(stop.code) from None
+    except SIGTERMException:  # Lightning's own SIGTERM stop (validate, test) exits with status 0
+        print("salightning: stopped by SIGTERM; no checkpoint written (earlier files are intact)", file=sys.stderr, flush=True)
+        raise SystemExit(128 + signal.SIGTERM) from None
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def reduce_union_error(message: str) -> str:
+    """jsonargparse's "Does not validate against any of the Union subtypes" lists one error per
+    subtype (``Module | None`` gives "Expected a <class 'NoneType'>"); keep the one that matters,
+    with the class it came from."""
+    if "Does not validate against any of the Union subtypes" not in message or "Errors:" not in message:
+        return message
+    body = message.split("Errors:", 1)[1].split("\nGiven value type:", 1)[0]
+    errors = [e.strip() for e in re.split(r"\n  - ", "\n" + body.strip("\n")) if e.strip()]
+    meaningful = [e for e in errors if not e.startswith("Expected a ")]
+    if len(meaningful) != 1:
+        return message
+    found = re.search(r"class_path='([\w.]+)'", message)
+    where = f"{found.group(1)}: " if found else ""
+    return where + "\n".join(line[4:] if line.startswith("    ") else line for line in meaningful[0].splitlines())

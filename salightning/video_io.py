@@ -8,6 +8,7 @@ output equals :func:`salightning.predict.super_resolve_clip` on the whole clip.
 
 from __future__ import annotations
 
+import warnings
 from collections import deque
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -147,7 +148,8 @@ def video_settings(path: str | Path) -> dict[str, Any]:
     """What the SR video copies from the input video ``path``: ``fps`` (the average frame rate),
     ``codec`` (the encoder for the input's codec, libx264 when there is none), ``crf`` (the
     x264 / x265 CRF recorded in the stream's encoder-settings SEI, ``None`` when absent) and
-    ``audio`` (``path`` when it has an audio stream an MP4 can hold, else ``None``)."""
+    ``audio`` (``path`` when it has an audio stream an MP4 can hold, else ``None``); and
+    ``pix_fmt``, the input's pixel format (the SR video is always ``yuv420p``)."""
     import re
 
     import av
@@ -167,7 +169,16 @@ def video_settings(path: str | Path) -> dict[str, Any]:
             found = pattern.search(bytes(packet))
         crf = round(float(found.group(1))) if found else None
         audio = path if any(a.codec_context.name in MP4_AUDIO for a in container.streams.audio) else None
-    return {"fps": fps, "codec": codec, "crf": crf, "audio": audio}
+        pix_fmt = stream.codec_context.pix_fmt
+    return {"fps": fps, "codec": codec, "crf": crf, "audio": audio, "pix_fmt": pix_fmt}
+
+
+def subsamples_chroma(pix_fmt: str | None) -> bool:
+    """Whether writing a video of pixel format ``pix_fmt`` as ``yuv420p`` loses colour resolution
+    (4:4:4 / 4:2:2 YUV, RGB; not 4:2:0 or greyscale)."""
+    if not pix_fmt:
+        return False
+    return not pix_fmt.startswith(("yuv420", "yuvj420", "yuva420", "nv12", "nv21", "gray", "pal8", "monow", "monob"))
 
 
 class VideoWriter:
@@ -187,26 +198,37 @@ class VideoWriter:
 
         self.path = Path(path)
         self.fps = fps
-        self._container = av.open(str(self.path), mode="w")
-        self._stream = self._container.add_stream(codec, rate=fps)
-        self._stream.pix_fmt = "yuv420p"
-        options = {"crf": str(crf)} if codec in CRF_ENCODERS else {}
-        if codec == "libx264":
-            options["preset"] = "medium"
-        if codec == "libx265":
-            options["x265-params"] = "log-level=error"  # x265 prints its settings to stderr otherwise
-        if codec == "libvpx-vp9":
-            options["b"] = "0"  # constant quality
-        self._stream.options = options
         self._frames = 0
         self._audio_in = self._audio_out = self._packets = None
-        if audio is not None:
-            self._audio_in = av.open(str(audio))
-            source = self._audio_in.streams.audio[0]
-            self._audio_out = self._container.add_stream_from_template(source)
-            self._packets = self._audio_in.demux(source)
         self._pending: Any = None
         self._started = False
+        existed = self.path.exists()
+        self._container = av.open(str(self.path), mode="w")
+        try:
+            self._stream = self._container.add_stream(codec, rate=fps)
+            self._stream.pix_fmt = "yuv420p"
+            options = {"crf": str(crf)} if codec in CRF_ENCODERS else {}
+            if codec == "libx264":
+                options["preset"] = "medium"
+            if codec == "libx265":
+                options["x265-params"] = "log-level=error"  # x265 prints its settings to stderr otherwise
+            if codec == "libvpx-vp9":
+                options["b"] = "0"  # constant quality
+            self._stream.options = options
+            if audio is not None:
+                self._audio_in = av.open(str(audio))
+                source = self._audio_in.streams.audio[0]
+                self._audio_out = self._container.add_stream_from_template(source)
+                self._packets = self._audio_in.demux(source)
+        except BaseException:
+            # Failed part-way (an unknown codec, an unreadable audio file): close what was opened,
+            # and leave no half-made output behind.
+            if self._audio_in is not None:
+                self._audio_in.close()
+            self._container.close()
+            if not existed:
+                self.path.unlink(missing_ok=True)
+            raise
 
     def _mux_audio(self, until: float) -> None:
         # Copy audio packets that start before `until` seconds, interleaved with the video.
@@ -296,7 +318,14 @@ def predict_clip(
         written.append(video_path)
     writer = None
     if video_path is not None:
-        settings = video_settings(clip.path) if isinstance(clip, VideoFile) else {"fps": frame_rate(clip), "codec": "libx264", "crf": None, "audio": None}
+        settings = video_settings(clip.path) if isinstance(clip, VideoFile) else {"fps": frame_rate(clip), "codec": "libx264", "crf": None, "audio": None, "pix_fmt": None}
+        if subsamples_chroma(settings["pix_fmt"]):
+            kept = f"; the PNG frames in {frames_dir} keep full colour resolution" if frames_dir is not None else ""
+            warnings.warn(
+                f"{clip.path} is {settings['pix_fmt']}: its SR video {video_path} is written as yuv420p (4:2:0, half the "
+                f"colour resolution), the pixel format players and encoders support{kept}",
+                stacklevel=2,
+            )
         crf = crf if crf is not None else settings["crf"] if settings["crf"] is not None else DEFAULT_CRF
         writer = VideoWriter(video_path, fps=settings["fps"], crf=crf, codec=codec or settings["codec"], audio=settings["audio"])
     bar = tqdm(total=length, unit="frame", desc=clip.name, disable=None if progress is None else not progress)

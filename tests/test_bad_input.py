@@ -307,6 +307,13 @@ SETTINGS = [  # (option, value, what the message names)
     ("optimizer_d.init_args.lr", "0", ["model.optimizer_d lr", "0"]),
     ("pixel_loss.init_args.beta1", ".nan", ["beta1", "nan"]),
     ("pixel_loss.init_args.beta2", ".inf", ["beta2", "inf"]),
+    # torch's own messages for these name no option
+    ("optimizer_g.init_args.betas", "[1.5, 0.99]", ["model.optimizer_g betas", "[0, 1)", "1.5"]),
+    ("optimizer_d.init_args.betas", "[0.9]", ["model.optimizer_d", "betas", "tuple with 2 elements"]),  # jsonargparse's check
+    ("optimizer_g.init_args.eps", "-0.001", ["model.optimizer_g eps", "-0.001"]),
+    ("optimizer_d.init_args.weight_decay", "-0.1", ["model.optimizer_d weight_decay", "-0.1"]),
+    # accepted, but the first step explodes the weights: the run stops naming divergence, before any "best"
+    ("optimizer_g.init_args.lr", "1e30", ["diverged", "validation loss is"]),
 ]
 for _option, _value, _culprits in SETTINGS:
     case(f"setting-{_option.replace('.init_args.', '-')}-{_value.lstrip('.')}")(

@@ -618,3 +618,15 @@ def test_sample_clips_and_default_video_datamodule(sample_cache):
     assert set(dm.split_names["val"]).isdisjoint(dm.split_names["train"])
     test_loader = dm.test_dataloader()
     assert len(test_loader) == 4  # 2 test clips x frames 0 and 8
+
+
+def test_an_image_link_leading_nowhere_is_skipped_with_a_warning_naming_it(tmp_path, photos):
+    from conftest import save_png
+
+    from salightning.data.io import list_images
+
+    save_png(photos[0][:, :32, :32], tmp_path / "a.png")
+    (tmp_path / "loop.png").symlink_to(tmp_path / "loop.png")  # a symlink loop
+    (tmp_path / "gone.png").symlink_to(tmp_path / "deleted.png")
+    with pytest.warns(UserWarning, match=r"skipped 2 image link\(s\) .* that lead to no file .*first: gone\.png"):
+        assert list_images(tmp_path, "train_hr") == [tmp_path / "a.png"]

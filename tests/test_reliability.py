@@ -47,6 +47,7 @@ from salightning.data import ImageSRDataModule
 from salightning.models import RRDBNet
 from salightning.checkpoints import load_pretrained
 from salightning.checkpoints import load_generator
+from salightning.training import TrainingDiverged
 
 SCRIPT = Path(sys.executable).with_name("salightning")
 
@@ -99,6 +100,42 @@ class PauseAt(pl.Callback):
                 f.write(str(pl_module.batches_seen))
             os.replace(self.flag + ".tmp", self.flag)
             time.sleep(3600)
+
+
+class HoldAt(pl.Callback):
+    """Parks the run at a point of a phase (writes ``flag``) until ``go`` exists: the test signals
+    the process group meanwhile. Phases: train, sanity, val (fit's validation), setup, teardown."""
+
+    def __init__(self, phase: str, flag: str, go: str, epoch: int = 0, batch: int = 0) -> None:
+        self.phase, self.flag, self.go, self.epoch, self.batch = phase, flag, go, epoch, batch
+
+    def _hold(self) -> None:
+        with open(self.flag + ".tmp", "w") as f:
+            f.write(str(os.getpid()))
+        os.replace(self.flag + ".tmp", self.flag)
+        while not os.path.exists(self.go):  # a signal interrupts the sleep, its handler runs, the wait goes on
+            time.sleep(0.02)
+
+    def setup(self, trainer, pl_module, stage):
+        if self.phase == "setup":
+            self._hold()
+
+    def teardown(self, trainer, pl_module, stage):
+        if self.phase == "teardown":
+            self._hold()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if self.phase == "train" and (trainer.current_epoch, batch_idx) == (self.epoch, self.batch):
+            self._hold()
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        sanity = trainer.sanity_checking
+        if (self.phase == "sanity" and sanity) or (self.phase == "val" and not sanity and trainer.current_epoch == self.epoch):
+            self._hold()
+
+    def on_validation_end(self, trainer, pl_module):
+        if self.phase == "val_end" and not trainer.sanity_checking and trainer.current_epoch == self.epoch:
+            self._hold()
 
 
 class RecordRNG(pl.Callback):
@@ -161,6 +198,14 @@ def _kill_if_running(process: subprocess.Popen) -> None:
         process.wait(60)
 
 
+def _kill_group(process: subprocess.Popen) -> None:
+    """SIGKILL whatever is left of a process group started with ``start_new_session`` (its data workers too)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    if process.poll() is None:
+        process.wait(60)
+
+
 def _rng_digests(project: Path) -> list[dict]:
     return [json.loads(line) for line in (project / "rng.jsonl").read_text().splitlines()]
 
@@ -169,31 +214,42 @@ def _last(project: Path) -> dict[str, Any]:
     return load_checkpoint_file(project / "run" / "checkpoints" / "last.ckpt")
 
 
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory, photos) -> Path:
+    """The uninterrupted 3-epoch run (a data worker, as the shipped configs have) the killed and
+    stopped runs are compared with; its project folder."""
+    root = tmp_path_factory.mktemp("straight")
+    (root / "relhelpers.py").write_text(HELPERS)
+    straight = make_project(root / "straight", photos)
+    write_config(straight / "config.yaml", tiny_config(straight, num_workers=1))
+    with open(root / "straight.log", "w") as log:
+        done = run_in_group(_fit(straight, *_record_rng(straight)), env=_env(root), cwd=root, stdout=log, stderr=subprocess.STDOUT, timeout=300)
+    assert done.returncode == 0, (root / "straight.log").read_text()[-4000:]
+    return straight
+
+
 @pytest.fixture(scope="module", params=["epoch-end", "mid-epoch"])
-def resume_runs(request, tmp_path_factory, photos) -> SimpleNamespace:
-    """The same 3-epoch run twice, with a data worker as the shipped configs have: uninterrupted,
-    and SIGKILLed in epoch 1 after batch 6, then resumed with ``--ckpt_path last``. "epoch-end":
-    the last checkpoint is from the end of epoch 0 (batch 4); "mid-epoch": ``LastCheckpoint``
-    writes one every 5 batches, the last after batch 5 (epoch 1, batch 0), so the data order
-    must resume in the middle of epoch 1."""
+def resume_runs(request, tmp_path_factory, photos, straight_run) -> SimpleNamespace:
+    """The run of :func:`straight_run` SIGKILLed in epoch 1 after batch 6, then resumed with
+    ``--ckpt_path last``. "epoch-end": the last checkpoint is from the end of epoch 0 (batch 4);
+    "mid-epoch": ``LastCheckpoint`` writes one every 5 batches, the last after batch 5 (epoch 1,
+    batch 0), so the data order must resume in the middle of epoch 1."""
     root = tmp_path_factory.mktemp("resume")
     (root / "relhelpers.py").write_text(HELPERS)
     env = _env(root)
-    straight, killed = make_project(root / "straight", photos), make_project(root / "killed", photos)
-    for project in (straight, killed):
-        config = tiny_config(project, num_workers=1)
-        if request.param == "mid-epoch":
-            config["trainer"]["callbacks"].append({"class_path": "salightning.callbacks.LastCheckpoint", "init_args": {"every_n_batches": 5}})
-        write_config(project / "config.yaml", config)
+    killed = make_project(root / "killed", photos)
+    config = tiny_config(killed, num_workers=1)
+    if request.param == "mid-epoch":
+        config["trainer"]["callbacks"].append({"class_path": "salightning.callbacks.LastCheckpoint", "init_args": {"every_n_batches": 5}})
+    write_config(killed / "config.yaml", config)
     flag = killed / "paused"
     with contextlib.ExitStack() as stack:
-        logs = {name: stack.enter_context(open(root / f"{name}.log", "w")) for name in ("straight", "killed", "resumed")}
-        a = subprocess.Popen(_fit(straight, *_record_rng(straight)), env=env, cwd=root, stdout=logs["straight"], stderr=subprocess.STDOUT)
-        stack.callback(_kill_if_running, a)
+        logs = {name: stack.enter_context(open(root / f"{name}.log", "w")) for name in ("killed", "resumed")}
         b = subprocess.Popen(
-            _fit(killed, *_record_rng(killed), *_pause_at(flag, epoch=1, batch=1)), env=env, cwd=root, stdout=logs["killed"], stderr=subprocess.STDOUT
+            _fit(killed, *_record_rng(killed), *_pause_at(flag, epoch=1, batch=1)), env=env, cwd=root, stdout=logs["killed"], stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
-        stack.callback(_kill_if_running, b)
+        stack.callback(_kill_group, b)
         _wait_for(flag.exists, b, root / "killed.log")
         at_kill = SimpleNamespace(batches_seen=int(flag.read_text()), last=_last(killed))
         os.kill(b.pid, signal.SIGKILL)
@@ -202,9 +258,8 @@ def resume_runs(request, tmp_path_factory, photos) -> SimpleNamespace:
             _fit(killed, *_record_rng(killed), "--ckpt_path", "last"),
             env=env, cwd=root, stdout=logs["resumed"], stderr=subprocess.STDOUT, timeout=300,
         )
-        assert a.wait(300) == 0, (root / "straight.log").read_text()[-4000:]
     assert resumed.returncode == 0, (root / "resumed.log").read_text()[-4000:]
-    return SimpleNamespace(root=root, straight=straight, killed=killed, at_kill=at_kill, resumed_log=(root / "resumed.log").read_text(), kind=request.param)
+    return SimpleNamespace(root=root, straight=straight_run, killed=killed, at_kill=at_kill, resumed_log=(root / "resumed.log").read_text(), kind=request.param)
 
 
 @pytest.mark.slow
@@ -220,6 +275,7 @@ def test_sigkill_mid_epoch_then_resume_last_ends_with_the_uninterrupted_weights(
     # The milestone (after batch 5) is still ahead of the epoch-end checkpoint, just behind the mid-epoch one.
     assert before["optimizer_states"][0]["param_groups"][0]["lr"] == pytest.approx(2e-3 if resumed_at < 5 else 1e-3)
     assert "Restored all states from the checkpoint" in r.resumed_log and "last.ckpt" in r.resumed_log
+    assert "not resumable" not in r.resumed_log  # Lightning's warning: the training loader resumes exactly
 
     a, b = _last(r.straight), _last(r.killed)
     assert a["salightning"]["batches_seen"] == b["salightning"]["batches_seen"] == 12
@@ -253,6 +309,234 @@ def test_resume_restores_the_global_rng_states(resume_runs):
     assert sorted(resumed) == [(e, b) for e in (1, 2) for b in range(4)][8 - n :]
     assert len(set(straight.values())) == 12  # the states move batch to batch (RecordRNG draws)
     assert resumed == {k: straight[k] for k in resumed}
+
+
+# --------------------------------------------------------------------------------------------
+# Stopping by signal, however it arrives: to the whole process group (Ctrl-C in a terminal,
+# `timeout`, `kill -- -PGID`, scancel), data worker included, in every phase
+# --------------------------------------------------------------------------------------------
+
+
+def _hold_at(flag: Path, go: Path, phase: str, epoch: int = 0, batch: int = 0) -> list[str]:
+    return [
+        "--trainer.callbacks+=relhelpers.HoldAt", f"--trainer.callbacks.phase={phase}", f"--trainer.callbacks.flag={flag}",
+        f"--trainer.callbacks.go={go}", f"--trainer.callbacks.epoch={epoch}", f"--trainer.callbacks.batch={batch}",
+    ]
+
+
+def _start_held(root: Path, project: Path, phase: str, *extra: str, epoch: int = 0, batch: int = 0) -> SimpleNamespace:
+    """Start ``fit`` in a session of its own, to be held at ``phase`` (see :class:`HoldAt`)."""
+    held = SimpleNamespace(flag=project / f"held-{phase}", go=project / f"go-{phase}", log=root / f"{project.name}-{phase}.log")
+    with open(held.log, "w") as out:
+        held.process = subprocess.Popen(
+            _fit(project, *_hold_at(held.flag, held.go, phase, epoch, batch), *extra), env=_env(root), cwd=root, stdout=out,
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    return held
+
+
+def _signal_held(held: SimpleNamespace, signum: int) -> tuple[int, str]:
+    """Once the run is held, send ``signum`` to its whole process group (as a terminal, ``timeout``
+    or a scheduler does) and let it go on; (exit status, output)."""
+    try:
+        _wait_for(held.flag.exists, held.process, held.log)
+        os.killpg(held.process.pid, signum)
+        held.go.touch()
+        rc = held.process.wait(120)
+    finally:
+        _kill_group(held.process)
+    return rc, held.log.read_text()
+
+
+def _signal_group_during(root: Path, project: Path, phase: str, signum: int, *extra: str, epoch: int = 0, batch: int = 0) -> tuple[int, str]:
+    return _signal_held(_start_held(root, project, phase, *extra, epoch=epoch, batch=batch), signum)
+
+
+def _resume_all(root: Path, projects: list[Path], timeout: float = 300) -> None:
+    """``fit --ckpt_path last`` in each project at once, each in its own session (killed whole at the timeout)."""
+    processes = []
+    try:
+        for project in projects:
+            with open(root / f"{project.name}-resumed.log", "w") as out:
+                processes.append(subprocess.Popen(_fit(project, "--ckpt_path", "last"), env=_env(root), cwd=root, stdout=out,
+                                                  stderr=subprocess.STDOUT, start_new_session=True))
+        deadline = time.monotonic() + timeout
+        for project, process in zip(projects, processes):
+            try:
+                rc = process.wait(max(1.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pytest.fail(f"the resume of {project.name} timed out:\n{(root / f'{project.name}-resumed.log').read_text()[-4000:]}")
+            assert rc == 0, (root / f"{project.name}-resumed.log").read_text()[-4000:]
+    finally:
+        for process in processes:
+            _kill_group(process)
+
+
+def _assert_one_line(text: str, *words: str) -> None:
+    assert "Traceback" not in text and "DataLoader worker" not in text, text[-4000:]
+    lines = [line for line in text.splitlines() if "stopped by" in line]
+    assert len(lines) == 1, text[-4000:]
+    assert all(word in lines[0] for word in words), lines[0]
+
+
+@pytest.fixture(scope="module", params=["SIGTERM", "SIGINT"])
+def group_stopped(request, tmp_path_factory, photos) -> SimpleNamespace:
+    """The run of :func:`straight_run`, its process group signalled after batch 6 (epoch 1, batch 1)
+    while the data worker prefetches, then resumed with ``--ckpt_path last``."""
+    root = tmp_path_factory.mktemp("group")
+    (root / "relhelpers.py").write_text(HELPERS)
+    project = make_project(root / "stopped", photos)
+    write_config(project / "config.yaml", tiny_config(project, num_workers=1))
+    signum = signal.Signals[request.param]
+    rc, text = _signal_group_during(root, project, "train", signum, *_record_rng(project), epoch=1, batch=1)
+    at_stop = _last(project)
+    with open(root / "resumed.log", "w") as log:
+        resumed = run_in_group(_fit(project, *_record_rng(project), "--ckpt_path", "last"), env=_env(root), cwd=root, stdout=log, stderr=subprocess.STDOUT, timeout=300)
+    assert resumed.returncode == 0, (root / "resumed.log").read_text()[-4000:]
+    return SimpleNamespace(signum=signum, rc=rc, text=text, at_stop=at_stop, project=project)
+
+
+@pytest.mark.slow
+def test_a_signal_to_the_process_group_stops_with_a_checkpoint_and_a_non_zero_exit(group_stopped):
+    g = group_stopped
+    assert g.rc == 128 + g.signum, g.text[-4000:]
+    _assert_one_line(g.text, g.signum.name, "after batch 6")
+    assert g.at_stop["salightning"]["batches_seen"] == 6  # the batch in progress was finished, then saved
+
+
+@pytest.mark.slow
+def test_a_run_stopped_by_a_group_signal_resumes_bit_identically(group_stopped, straight_run):
+    a, b = _last(straight_run), _last(group_stopped.project)
+    assert b["salightning"]["batches_seen"] == 12
+    assert same(a["state_dict"], b["state_dict"])
+    assert same(a["optimizer_states"], b["optimizer_states"])
+    assert same(a["salightning"], b["salightning"])
+
+
+OUTSIDE_TRAINING = {  # phase -> what the line says
+    "setup": "outside training; no checkpoint written",
+    "sanity": "during the sanity check, before training started; nothing was trained",
+    "teardown": "after training had ended; the run's checkpoints are complete",
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "phase, signum",
+    [("setup", signal.SIGTERM), ("sanity", signal.SIGTERM), ("sanity", signal.SIGINT), ("teardown", signal.SIGTERM)],
+    ids=["setup-SIGTERM", "sanity-SIGTERM", "sanity-SIGINT", "teardown-SIGTERM"],
+)
+def test_a_group_signal_outside_training_exits_non_zero_with_one_line(phase, signum, tmp_path, photos):
+    (tmp_path / "relhelpers.py").write_text(HELPERS)
+    project = make_project(tmp_path / "project", photos)
+    write_config(project / "config.yaml", tiny_config(project, max_epochs=1, num_workers=1))
+    rc, text = _signal_group_during(tmp_path, project, phase, signum)
+    assert rc == 128 + signum, text[-4000:]  # never 0: a requeue script would take the job as done
+    _assert_one_line(text, signum.name, OUTSIDE_TRAINING[phase])
+    checkpoints = sorted((project / "run" / "checkpoints").glob("*.ckpt")) if (project / "run" / "checkpoints").is_dir() else []
+    assert [p.name for p in checkpoints] == (["epoch=0-step=8.ckpt", "last.ckpt"] if phase == "teardown" else [])
+
+
+# --------------------------------------------------------------------------------------------
+# A kill during validation: the resumed run runs that validation
+# --------------------------------------------------------------------------------------------
+
+
+def _shipped_callbacks(project: Path) -> list[dict[str, Any]]:
+    """The checkpoint callbacks of the shipped configs: the best by val/loss, last.ckpt every epoch,
+    and LastCheckpoint, here every 4 batches (an epoch): rewritten at the epoch's last batch,
+    just before its validation."""
+    folder = str(project / "run" / "checkpoints")
+    return [
+        {"class_path": "pytorch_lightning.callbacks.ModelCheckpoint", "init_args": {"dirpath": folder, "monitor": "val/loss", "mode": "min", "filename": "best-{epoch:03d}"}},
+        {"class_path": "pytorch_lightning.callbacks.ModelCheckpoint", "init_args": {"dirpath": folder, "filename": "last", "enable_version_counter": False}},
+        {"class_path": "salightning.callbacks.LastCheckpoint", "init_args": {"every_n_batches": 4}},
+    ]
+
+
+def _validation_rows(project: Path) -> list[dict[str, str]]:
+    import csv
+
+    rows = []
+    for path in sorted((project / "run").rglob("metrics.csv")):
+        with open(path) as f:
+            rows += [{k: v for k, v in row.items() if v != "" and (k.startswith("val/") or k in ("epoch", "step"))} for row in csv.DictReader(f) if row.get("val/loss")]
+    return sorted(rows, key=lambda r: (int(r["epoch"]), int(r["step"])))
+
+
+@pytest.fixture(scope="module")
+def killed_in_validation(tmp_path_factory, photos) -> SimpleNamespace:
+    """Two epochs with the shipped configs' checkpoints: uninterrupted; SIGKILLed during epoch 0's
+    validation (last.ckpt is from the epoch's last batch); stopped by SIGTERM to the group during
+    it and after its metrics are logged; each interrupted one resumed with ``--ckpt_path last``."""
+    root = tmp_path_factory.mktemp("valkill")
+    (root / "relhelpers.py").write_text(HELPERS)
+    env = _env(root)
+    projects = {name: make_project(root / name, photos) for name in ("straight", "killed", "stopped", "late")}
+    for project in projects.values():
+        config = tiny_config(project, max_epochs=2, num_workers=1)
+        config["trainer"]["callbacks"] = _shipped_callbacks(project)
+        write_config(project / "config.yaml", config)
+    killed, stopped, late = projects["killed"], projects["stopped"], projects["late"]
+    with contextlib.ExitStack() as stack:
+        straight_log = stack.enter_context(open(root / "straight.log", "w"))
+        a = subprocess.Popen(_fit(projects["straight"]), env=env, cwd=root, stdout=straight_log, stderr=subprocess.STDOUT, start_new_session=True)
+        stack.callback(_kill_group, a)
+        # SIGKILL during that validation; SIGTERM to the group during it (it stops there) and once its
+        # metrics are logged (it stops after the next training batch). All at once: 2 cores.
+        held = {name: _start_held(root, projects[name], phase, epoch=0) for name, phase in (("killed", "val"), ("stopped", "val"), ("late", "val_end"))}
+        for run in held.values():
+            stack.callback(_kill_group, run.process)
+        _wait_for(held["killed"].flag.exists, held["killed"].process, held["killed"].log)
+        at_kill = _last(killed)
+        os.killpg(held["killed"].process.pid, signal.SIGKILL)
+        held["killed"].process.wait(60)
+        stop_rc, stop_text = _signal_held(held["stopped"], signal.SIGTERM)
+        at_stop = _last(stopped)
+        late_rc, late_text = _signal_held(held["late"], signal.SIGTERM)
+        _resume_all(root, [killed, stopped, late])
+        assert a.wait(300) == 0, (root / "straight.log").read_text()[-4000:]
+    return SimpleNamespace(
+        straight=projects["straight"], killed=killed, at_kill=at_kill, stopped=stopped, stop_rc=stop_rc, stop_text=stop_text, at_stop=at_stop,
+        late=late, late_rc=late_rc, late_text=late_text,
+    )
+
+
+def _same_best_and_rows(straight: Path, resumed: Path) -> None:
+    best = {p.name for p in (straight / "run" / "checkpoints").glob("best-*.ckpt")}
+    assert {p.name for p in (resumed / "run" / "checkpoints").glob("best-*.ckpt")} == best and len(best) == 1
+    (name,) = best
+    a, b = (load_checkpoint_file(p / "run" / "checkpoints" / name) for p in (straight, resumed))
+    assert same(a["state_dict"], b["state_dict"])
+    rows = _validation_rows(straight)
+    assert [row["epoch"] for row in rows] == ["0", "1"]
+    assert _validation_rows(resumed) == rows
+
+
+@pytest.mark.slow
+def test_a_kill_during_validation_resumes_to_the_same_best_checkpoint_and_metrics(killed_in_validation):
+    r = killed_in_validation
+    assert r.at_kill["salightning"]["batches_seen"] == 4 and r.at_kill["salightning"]["validation_pending"] is True
+    _same_best_and_rows(r.straight, r.killed)
+
+
+@pytest.mark.slow
+def test_a_group_signal_during_validation_stops_there_and_the_resume_validates_again(killed_in_validation):
+    r = killed_in_validation
+    assert r.stop_rc == 128 + signal.SIGTERM, r.stop_text[-4000:]
+    _assert_one_line(r.stop_text, "SIGTERM", "during validation (epoch 0)", "checkpoint written")
+    assert r.at_stop["salightning"]["batches_seen"] == 4 and r.at_stop["salightning"]["validation_pending"] is True
+    _same_best_and_rows(r.straight, r.stopped)
+
+
+@pytest.mark.slow
+def test_a_group_signal_after_the_validation_metrics_stops_after_the_next_batch_and_resumes_exactly(killed_in_validation):
+    r = killed_in_validation
+    assert r.late_rc == 128 + signal.SIGTERM, r.late_text[-4000:]
+    _assert_one_line(r.late_text, "SIGTERM", "after batch 5", "checkpoint written")
+    _same_best_and_rows(r.straight, r.late)
+    a, b = _last(r.straight), _last(r.late)
+    assert same(a["state_dict"], b["state_dict"]) and same(a["optimizer_states"], b["optimizer_states"])
 
 
 @pytest.fixture(scope="module")
@@ -503,7 +787,10 @@ def _lr_input(tmp_path: Path, photos) -> Path:
     return path
 
 
-LOADERS = ["SafeCheckpointIO", "load_generator", "load_pretrained", "cli-predict", "cli-fit-ckpt_path", "cli-pretrained_generator"]
+LOADERS = [
+    "SafeCheckpointIO", "load_generator", "load_pretrained", "cli-predict", "cli-export", "cli-evaluate", "cli-fit-ckpt_path",
+    "cli-pretrained_generator",
+]
 
 
 def _load_with(loader: str, path: Path, tmp_path: Path, photos, capsys) -> str:
@@ -522,6 +809,11 @@ def _load_with(loader: str, path: Path, tmp_path: Path, photos, capsys) -> str:
         return str(info.value)
     if loader == "cli-predict":
         argv = ["predict", "--ckpt_path", path, "--input", _lr_input(tmp_path, photos), "--output", tmp_path / "out"]
+    elif loader == "cli-export":
+        argv = ["export", "--ckpt_path", path, "--output", tmp_path / "exported.pth"]
+    elif loader == "cli-evaluate":
+        argv = ["evaluate", "--ckpt_path", f"m={path}", "--test_sets", f"t={_lr_input(tmp_path, photos).parent}", "--output", tmp_path / "eval",
+                "--lpips", "none", "--no_bicubic"]
     else:
         project = make_project(tmp_path / "project", photos)
         config = write_config(project / "config.yaml", tiny_config(project, max_epochs=1))
@@ -577,6 +869,34 @@ def _bad_checkpoint_cases() -> list[Any]:
     return cases
 
 
+def test_unreadable_pretrained_generator_leaves_no_run_folder(malicious_checkpoint, tmp_path, photos, capsys):
+    path, _ = malicious_checkpoint
+    project = make_project(tmp_path / "project", photos)
+    config = write_config(project / "config.yaml", tiny_config(project, max_epochs=1))
+    code, _, err = run_main(["fit", "--config", config, "--model.pretrained_generator", path], capsys)
+    assert code == 2 and "was refused" in err, err[-3000:]
+    assert not (project / "run").exists() or not any((project / "run").iterdir()), sorted((project / "run").rglob("*"))
+
+
+def test_checkpoints_saved_from_python_carry_a_checksum(tmp_path, patch_loaders, caplog):
+    """trainer.save_checkpoint with Lightning's own checkpoint IO (no SafeCheckpointIO): the module adds it."""
+    train, _ = patch_loaders
+    trainer = make_trainer(tmp_path, limit_train_batches=1)
+    trainer.fit(make_module(stage=1), train)
+    trainer.save_checkpoint(tmp_path / "python.ckpt")
+    raw = torch.load(tmp_path / "python.ckpt", weights_only=True)
+    assert raw[checkpoint_files.CHECKSUM_KEY] == checkpoint_files.tensor_digest(raw)
+    with caplog.at_level("WARNING"):
+        load_generator(tmp_path / "python.ckpt")
+    assert "checksum" not in caplog.text
+    # A file without one (torch.save of your own) loads with a note giving the right reason.
+    del raw[checkpoint_files.CHECKSUM_KEY]
+    torch.save(raw, tmp_path / "foreign.ckpt")
+    with caplog.at_level("WARNING"):
+        load_generator(tmp_path / "foreign.ckpt")
+    assert "no content checksum (not written by salightning" in caplog.text and "written before" not in caplog.text
+
+
 @pytest.mark.parametrize("kind, loader", _bad_checkpoint_cases())
 def test_bad_checkpoints_give_a_clear_error_naming_the_file(kind, loader, real_checkpoint, tmp_path, photos, capsys):
     marker = tmp_path / "code_ran"
@@ -587,8 +907,10 @@ def test_bad_checkpoints_give_a_clear_error_naming_the_file(kind, loader, real_c
     assert "Traceback" not in err, err
     assert not marker.exists()
     assert path.read_bytes() == before
-    if kind == "malicious" and loader in ("SafeCheckpointIO", "cli-fit-ckpt_path"):
-        assert "refused" in err and "run code" in err
+    if kind == "malicious":  # the same one-line refusal wherever the file enters
+        (line,) = [line for line in err.splitlines() if "refused" in line]
+        assert f"{str(path)!r} was refused: it holds Python objects other than tensors" in line and "could run code" in line, err
+        assert "weights_only=False" not in err  # torch's advice to load it unsafely
 
 
 # --------------------------------------------------------------------------------------------
@@ -707,6 +1029,49 @@ def test_nonfinite_gradient_with_a_finite_loss_is_skipped(tmp_path, patch_loader
     assert poison["done"] >= 1 and all(math.isfinite(x) for x in losses)  # every loss was finite
     assert all(torch.isfinite(p).all() for p in module.parameters())
     assert module.nonfinite_guard.total == 1 and module.batches_seen == len(train)
+
+
+def test_a_run_whose_weights_explode_stops_naming_divergence_and_keeps_no_best(tmp_path, photos, capsys):
+    """``lr 1e30``: the first step makes the weights huge but finite, every later step is skipped
+    as non-finite (never 20 in a row in 12 batches), and the validation loss is inf."""
+    project = make_project(tmp_path / "project", photos)
+    config = tiny_config(project, max_epochs=3)
+    config["trainer"]["callbacks"] = _shipped_callbacks(project)
+    code, _, err = run_main(["fit", "--config", write_config(project / "config.yaml", config), "--model.optimizer_g.init_args.lr", "1e30"], capsys)
+    assert code == 2 and "Traceback" not in err, err[-3000:]
+    (line,) = [line for line in err.splitlines() if "error:" in line]
+    assert "diverged" in line and "validation loss is" in line, line
+    assert not list((project / "run" / "checkpoints").glob("best-*.ckpt"))
+
+
+def test_a_validation_after_only_skipped_batches_is_divergence():
+    from salightning.training import NonFiniteGuard
+
+    guard = NonFiniteGuard(max_in_a_row=20)
+    guard.passed()
+    guard.skipped("loss", batch=1)
+    guard.validated(torch.tensor(0.5), batch=2)  # one batch of the two trained: not diverged
+    for batch in range(2, 6):
+        guard.skipped("loss", batch=batch)
+    with pytest.raises(TrainingDiverged, match="every one of the 4 training batches since the previous validation was skipped"):
+        guard.validated(torch.tensor(0.5), batch=6)
+    with pytest.raises(TrainingDiverged, match="validation loss is inf"):
+        guard.validated(torch.tensor(float("inf")), batch=6)
+
+
+def test_a_run_without_validation_whose_last_batches_were_all_skipped_ends_naming_divergence(tmp_path, patch_loaders):
+    train, _ = patch_loaders
+
+    class PoisonFromEpoch1(pl.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            if trainer.current_epoch >= 1:
+                batch["hr"][:] = float("nan")
+
+    module = make_module(stage=2, max_nonfinite_in_a_row=100)
+    trainer = make_trainer(tmp_path, max_epochs=2, limit_val_batches=0, callbacks=[PoisonFromEpoch1()])
+    batches = [{k: (v.clone() if torch.is_tensor(v) else v) for k, v in b.items()} for b in train]
+    with pytest.raises(TrainingDiverged, match=f"the last {len(train)} training batches were all skipped"):
+        trainer.fit(module, torch.utils.data.DataLoader(batches, batch_size=None))
 
 
 @pytest.mark.xfail(

@@ -174,3 +174,84 @@ def test_a_folder_of_videos_gives_each_its_frames_and_video(vsr, photos, tmp_pat
         [f"{n}/frame_{t:05d}.png" for n in "ab" for t in range(3)] + ["a_sr.mp4", "b_sr.mp4"]
     )
     assert len(VideoFile(tmp_path / "out" / "b_sr.mp4")) == 3
+
+
+# --------------------------------------------------------------------------------------------
+# Open files and notes (issue 25)
+# --------------------------------------------------------------------------------------------
+
+
+def _open_fds(folder=None) -> int:
+    """Open file descriptors of this process (those on files under ``folder``, if given)."""
+    import os
+
+    fds = os.listdir("/proc/self/fd")
+    if folder is None:
+        return len(fds)
+    targets = []
+    for fd in fds:
+        try:
+            targets.append(os.readlink(f"/proc/self/fd/{fd}"))
+        except OSError:  # closed meanwhile (the listing's own descriptor)
+            pass
+    return sum(t.startswith(str(folder)) for t in targets)
+
+
+def _panning_frames(photos, count: int = 3):
+    return np.stack([(photos[0][:, 60 + t : 84 + t, 90 + 2 * t : 122 + 2 * t].permute(1, 2, 0) * 255).round().byte().numpy() for t in range(count)])
+
+
+@pytest.mark.skipif(not __import__("os").path.isdir("/proc/self/fd"), reason="counts open files through /proc")
+def test_reading_many_video_files_keeps_few_open_and_close_releases_them(photos, tmp_path, monkeypatch):
+    from salightning.data import io
+
+    monkeypatch.setattr(io, "MAX_OPEN_VIDEOS", 3)
+    for i in range(10):
+        io.write_video(_panning_frames(photos), tmp_path / f"clip{i}.mp4")
+    clips = [VideoFile(tmp_path / f"clip{i}.mp4") for i in range(10)]
+    assert _open_fds(tmp_path) == 0
+    for clip in clips:
+        clip.read([0, 1])
+    assert _open_fds(tmp_path) == 3  # the three read last, not all ten
+    assert clips[-1].read([2]).shape == (1, 3, 24, 32) and clips[0].read([2]).shape == (1, 3, 24, 32)  # closed ones reopen
+    for clip in clips:
+        clip.close()
+    assert _open_fds(tmp_path) == 0
+
+
+def test_a_video_writer_that_fails_part_way_leaves_no_file_and_nothing_open(tmp_path):
+    from salightning.video_io import VideoWriter
+
+    with pytest.raises(Exception):
+        VideoWriter(tmp_path / "out.mp4", codec="no_such_encoder")
+    with pytest.raises(Exception):
+        VideoWriter(tmp_path / "out.mp4", audio=tmp_path / "no_such_audio.mp4")
+    assert not (tmp_path / "out.mp4").exists()
+    assert _open_fds(tmp_path) == 0
+
+
+def test_a_444_video_is_noted_when_its_sr_video_is_written_as_420(vsr, photos, tmp_path):
+    import av
+
+    from salightning.video_io import predict_clip
+
+    path = tmp_path / "clip444.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 32, 24, "yuv444p"
+        for array in _panning_frames(photos):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    with pytest.warns(UserWarning, match=r"clip444\.mp4 is yuv444p: its SR video .*out\.mp4 is written as yuv420p"):
+        predict_clip(vsr, VideoFile(path), tmp_path / "frames", tmp_path / "out.mp4", tile=0)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a 4:2:0 input: nothing to note
+        io_frames = _panning_frames(photos)
+        from salightning.data.io import write_video
+
+        write_video(io_frames, tmp_path / "clip420.mp4")
+        predict_clip(vsr, VideoFile(tmp_path / "clip420.mp4"), None, tmp_path / "out420.mp4", tile=0)

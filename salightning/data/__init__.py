@@ -8,12 +8,13 @@
   MATLAB bicubic, 8-bit levels) on one image or a test folder.
 - :mod:`~salightning.data.io` (reading images and clips), :mod:`~salightning.data.transforms`
   (crops, degradation, augmentation), :mod:`~salightning.data.sampling` (the resumable
-  sampler), :mod:`~salightning.data.base` (the shared DataModule base),
+  sampler), :mod:`~salightning.data.base` (the shared DataModule base; its
+  :func:`leave_stop_signals_to_the_main_process` is the ``worker_init_fn`` for loaders of your own),
   :mod:`~salightning.data.samples` (real sample photos and clips, with no downloads).
 - :func:`~salightning.ops.imresize` (MATLAB-compatible bicubic) is an op: :mod:`salightning.ops`.
 """
 
-from salightning.data.base import SRDataModule
+from salightning.data.base import ResumableDataLoader, SRDataModule, leave_stop_signals_to_the_main_process
 from salightning.data.gt import GTImageDataset, GTImageSRDataModule
 from salightning.data.image import ImageSRDataModule, ImageSRDataset, benchmark_dataset
 from salightning.data.io import FrameFolder, VideoFile, find_sequences, list_images, probe_image, read_image
@@ -28,6 +29,8 @@ __all__ = [
     "GTImageDataset",
     "VideoSRDataModule",
     "SRDataModule",
+    "ResumableDataLoader",
+    "leave_stop_signals_to_the_main_process",
     "ImageSRDataset",
     "VideoSRDataset",
     "EpochSampler",

@@ -3,6 +3,10 @@ unrepeated evaluation under DDP, and the checks of the loader settings."""
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
+
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -10,10 +14,51 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from salightning.checks import check_at_least
 from salightning.data.sampling import EpochSampler
 
-__all__ = ["SRDataModule"]
+__all__ = ["ResumableDataLoader", "SRDataModule", "leave_stop_signals_to_the_main_process"]
 
 # Which splits each Lightning stage needs (None or an unknown stage: all of them).
 _STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
+
+
+def _end_on_sigterm_from_parent() -> None:
+    parent = os.getppid()
+    while True:
+        if signal.sigwaitinfo({signal.SIGTERM}).si_pid == parent:
+            os._exit(0)  # as PyTorch's own worker handler: the main process ends a worker that does not exit
+
+
+def leave_stop_signals_to_the_main_process(worker_id: int) -> None:
+    """``worker_init_fn`` of the loaders: a data worker outlives SIGINT and SIGTERM sent to the whole
+    process group (Ctrl-C in a terminal, ``timeout``, ``kill -- -PGID``, scancel), which would
+    otherwise kill it first and crash the run; the main process finishes its batch, writes a
+    checkpoint and ends the workers itself (:class:`~salightning.callbacks.LastCheckpoint`).
+
+    SIGINT is ignored. SIGTERM is blocked and waited for by a thread: sent by the main process (its
+    last resort for a worker that does not exit) it ends the worker, sent by anyone else it is
+    ignored. A worker whose main process is gone ends by PyTorch's watchdog.
+
+    Args:
+        worker_id: the worker's index (unused; the ``worker_init_fn`` signature).
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if not hasattr(signal, "sigwaitinfo"):  # macOS: no sender to tell apart
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        return
+    # Blocked before any other thread starts in the worker: threads inherit the mask, so only the waiter takes it.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    threading.Thread(target=_end_on_sigterm_from_parent, name="salightning-sigterm", daemon=True).start()
+
+
+class ResumableDataLoader(DataLoader):
+    """The training DataLoader: its :class:`~salightning.data.EpochSampler` starts where the
+    trainer's batch count stands, so a mid-epoch resume is exact with no state of its own to save.
+    The empty ``state_dict`` tells Lightning so (it would warn that the loader is not resumable)."""
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
 
 
 class SRDataModule(pl.LightningDataModule):
@@ -78,7 +123,8 @@ class SRDataModule(pl.LightningDataModule):
         return self.datasets[split]
 
     def _loader(self, dataset: Dataset, batch_size: int, sampler: Sampler | None, drop_last: bool) -> DataLoader:
-        return DataLoader(
+        loader = ResumableDataLoader if isinstance(sampler, EpochSampler) else DataLoader
+        return loader(
             dataset,
             batch_size=batch_size,
             sampler=sampler,
@@ -87,6 +133,7 @@ class SRDataModule(pl.LightningDataModule):
             pin_memory=self.pin_memory and torch.cuda.is_available(),
             drop_last=drop_last,
             persistent_workers=self.num_workers > 0,
+            worker_init_fn=leave_stop_signals_to_the_main_process,
             # Worker seeds from the loader's own generator, not the global RNG: a resumed run's
             # first iterator would otherwise draw once more than the uninterrupted run did.
             generator=torch.Generator().manual_seed(self.seed),

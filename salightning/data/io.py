@@ -10,6 +10,7 @@ per frame, the Vid4 layout) and video files (through PyAV). Files are only ever 
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -238,7 +239,8 @@ def natural_key(path: Path) -> list[Any]:
 
 
 def list_images(folder: str | Path, option: str = "folder") -> list[Path]:
-    """The image files directly inside ``folder``, in natural order.
+    """The image files directly inside ``folder``, in natural order; links that lead to no file
+    (a symlink loop, a missing target) are skipped with a warning naming them.
 
     Args:
         folder: the folder.
@@ -252,9 +254,16 @@ def list_images(folder: str | Path, option: str = "folder") -> list[Path]:
         raise FileNotFoundError(f"{option}: folder {folder} does not exist")
     if not folder.is_dir():
         raise FileNotFoundError(f"{option}: {folder} is not a folder")
-    files = sorted(
-        (p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS), key=natural_key
-    )
+    named = [p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS]
+    files = sorted((p for p in named if p.is_file()), key=natural_key)
+    dangling = sorted((p for p in named if p.is_symlink() and not p.exists()), key=natural_key)
+    if dangling:
+        from pytorch_lightning.utilities import rank_zero_warn
+
+        rank_zero_warn(
+            f"{option}: skipped {len(dangling)} image link(s) in {folder} that lead to no file (a symlink loop or a "
+            f"missing target; first: {dangling[0].name}); fix or remove them"
+        )
     if not files:
         raise FileNotFoundError(f"{option}: no image files ({', '.join(IMAGE_EXTENSIONS)}) in {folder}")
     return files
@@ -387,6 +396,11 @@ class FrameFolder:
             read_image(frame)
 
 
+#: Video files a process keeps open between reads (one window usually reads one file several times).
+MAX_OPEN_VIDEOS = 8
+_OPEN_VIDEOS: dict[int, VideoFile] = {}  # id -> file, least recently read first
+
+
 class VideoFile:
     """A clip stored as a video file, decoded with PyAV (FFmpeg), with random access by seeking.
 
@@ -406,6 +420,7 @@ class VideoFile:
         self.name = self.path.stem
         self.alpha_frames: list[Path] = []
         self._container: Any = None
+        self._opened_by: int | None = None
         if not self.path.is_file():
             raise FileNotFoundError(f"{self.path}: no such video file")
         try:
@@ -437,6 +452,17 @@ class VideoFile:
         state["_container"] = None
         return state
 
+    def close(self) -> None:
+        """Close the file kept open for reading (reopened by the next :meth:`read`)."""
+        _OPEN_VIDEOS.pop(id(self), None)
+        container, self._container = getattr(self, "_container", None), None
+        # A container inherited through fork is the parent's: only the process that opened it closes it.
+        if container is not None and self._opened_by == os.getpid():
+            container.close()
+
+    def __del__(self) -> None:
+        self.close()
+
     def _decode_count(self) -> int:
         import av
 
@@ -446,8 +472,16 @@ class VideoFile:
     def _open(self) -> Any:
         import av
 
+        if self._container is not None and self._opened_by != os.getpid():
+            self._container = None  # inherited through fork: open one of this process's own
         if self._container is None:
             self._container = av.open(str(self.path))
+            self._opened_by = os.getpid()
+        # The most recently read files stay open (each holds a file and a decoder); older ones are closed.
+        _OPEN_VIDEOS.pop(id(self), None)
+        _OPEN_VIDEOS[id(self)] = self
+        while len(_OPEN_VIDEOS) > MAX_OPEN_VIDEOS:
+            _OPEN_VIDEOS[next(iter(_OPEN_VIDEOS))].close()
         return self._container
 
     def _decode_range(self, lo: int, hi: int) -> dict[int, np.ndarray] | None:

@@ -43,12 +43,13 @@ from torch.optim.lr_scheduler import MultiStepLR
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 import salightning
-from salightning.checks import check_at_least, check_factory_lr, check_fraction, check_optimizer_lr, check_positive
+from salightning.checks import check_at_least, check_optimizer_factory, check_fraction, check_optimizer_lr, check_positive
 from salightning.losses import AdversarialLoss, SAPixelLoss
 from salightning.checkpoints import load_pretrained_generator
 from salightning.degradations import RealESRGANDegradation
 from salightning.metrics import LPIPS_BACKBONES, lpips_metric
 from salightning.tiling import check_tiling, tiled_forward
+from salightning.checkpoints import CHECKSUM_KEY, tensor_digest
 from salightning.models import constructor_config, generator_spec
 from salightning.training.balance import BetaMode, SABalance
 from salightning.training.evaluation import EvaluationMeans, naming_images
@@ -98,7 +99,7 @@ def _check_arguments(args: dict[str, Any]) -> None:
         if args[name] is not None:
             check_at_least(args[name], f"model.{name}", 1)
     for name in ("optimizer_g", "optimizer_d"):
-        check_factory_lr(args[name], f"model.{name}")
+        check_optimizer_factory(args[name], f"model.{name}")
     milestones = args["lr_milestones"]
     if milestones is not None and list(milestones) != sorted(milestones):
         raise ValueError(f"lr_milestones must be increasing, got {milestones!r}")
@@ -457,15 +458,19 @@ class SRGANModule(pl.LightningModule):
         self.eval_metrics[prefix].update(sr, hr, losses)
         return sr
 
-    def _log_evaluation(self, prefix: str) -> None:
+    def _log_evaluation(self, prefix: str) -> dict[str, Tensor]:
         # compute() is synchronised by torchmetrics, so every rank holds the same values; sync_dist
         # averages these equal values (a no-op) and tells Lightning they are global.
-        for name, value in self.eval_metrics[prefix].compute().items():
+        metrics = self.eval_metrics[prefix].compute()
+        for name, value in metrics.items():
             self.log(f"{prefix}/{name}", value.float(), prog_bar=prefix == "val" and name in ("loss", "psnr"), sync_dist=True)
         self.eval_metrics[prefix].reset()
+        return metrics
 
     def on_validation_epoch_end(self) -> None:
-        self._log_evaluation("val")
+        metrics = self._log_evaluation("val")
+        if self.trainer.state.fn == "fit":  # before ModelCheckpoint sees the loss: a diverged run gives no "best"
+            self.nonfinite_guard.validated(metrics.get("loss"), self.batches_seen)
 
     def on_test_epoch_end(self) -> None:
         self._log_evaluation("test")
@@ -504,6 +509,8 @@ class SRGANModule(pl.LightningModule):
             checkpoint["salightning"]["accumulated_gradients"] = {
                 name: p.grad.detach().clone() for name, p in self.named_parameters() if p.grad is not None
             }
+        # The last hook before the file is written: trainer.save_checkpoint from Python carries the checksum too.
+        checkpoint[CHECKSUM_KEY] = tensor_digest(checkpoint)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state_dict = checkpoint.get("state_dict", {})
@@ -547,6 +554,9 @@ class SRGANModule(pl.LightningModule):
         if trainer.max_epochs is not None and trainer.max_epochs >= 0 and math.isfinite(trainer.num_training_batches):
             limits.append(trainer.max_epochs * int(trainer.num_training_batches))
         return min(limits) if limits else None
+
+    def on_train_end(self) -> None:
+        self.nonfinite_guard.training_ended(self.batches_seen, self.trainer.num_training_batches)
 
     def on_train_start(self) -> None:
         parameters = dict(self.named_parameters())
