@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import logging
 
+import torch
+from torch import Tensor
+
 log = logging.getLogger(__name__)
 
 __all__ = ["NonFiniteGuard", "TrainingDiverged"]
