@@ -33,7 +33,6 @@ import argparse
 import random
 import statistics
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -46,22 +45,11 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
 from basicsr_pipeline import BasicSRDegradation  # noqa: E402
-from bench_edges import PHOTO_FILES, photo_crops  # noqa: E402
+from bench_edges import PHOTO_FILES, cpu_time, photo_crops  # noqa: E402
 
 from salightning.degradations import RealESRGANDegradation, usm_sharpen  # noqa: E402
 from salightning.models import RRDBNet, UNetDiscriminatorSN  # noqa: E402
 from salightning.ops import imresize  # noqa: E402
-
-
-def cpu_time(fn: Callable[[], object], repeats: int) -> float:
-    """Minimum process CPU seconds of ``fn`` over ``repeats`` runs after one warm-up."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.process_time()
-        fn()
-        times.append(time.process_time() - start)
-    return min(times)
 
 
 def seeded_cpu_time(fn: Callable[[int], object], seeds: int, repeats: int) -> float:

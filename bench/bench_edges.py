@@ -60,6 +60,17 @@ def photo_crops(batch: int, size: int) -> torch.Tensor:
     return torch.stack(crops).contiguous()
 
 
+def cpu_time(fn: Callable[[], object], repeats: int) -> float:
+    """Minimum process CPU seconds of ``fn`` over ``repeats`` runs after one warm-up."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.process_time()
+        fn()
+        times.append(time.process_time() - start)
+    return min(times)
+
+
 def median_time(fn: Callable[[], object], repeats: int, warmup: int, device: torch.device) -> float:
     """Median wall time of ``fn`` in seconds over ``repeats`` runs, after ``warmup`` runs."""
     for _ in range(warmup):

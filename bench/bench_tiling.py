@@ -12,10 +12,11 @@ bench/run.py imports measure().
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
 import torch
+
+from bench_edges import cpu_time
 
 from salightning.data.io import read_image
 from salightning.data.samples import skimage_data_dir
@@ -25,16 +26,6 @@ from salightning.tiling import tile_grid, tiled_forward_uint8
 
 SHIPPED = Path(__file__).resolve().parents[1] / "salightning" / "assets" / "quickstart_psnr_x4.pth"
 PHOTOS = {"512x512": "astronaut.png", "427x640": "rocket.jpg"}
-
-
-def _cpu_time(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.process_time()
-        fn()
-        times.append(time.process_time() - start)
-    return min(times)
 
 
 def measure(
@@ -49,8 +40,8 @@ def measure(
         x = read_image(skimage_data_dir() / name)[None]
         x = x if crop is None else x[..., :crop, :crop]
         grid = tile_grid(x.shape[-2], x.shape[-1], tile, overlap)
-        untiled = _cpu_time(lambda: tiled_forward_uint8(generator, x, 0, 0), repeats)
-        tiled = _cpu_time(lambda: tiled_forward_uint8(generator, x, tile, overlap, tile_batch), repeats)
+        untiled = cpu_time(lambda: tiled_forward_uint8(generator, x, 0, 0), repeats)
+        tiled = cpu_time(lambda: tiled_forward_uint8(generator, x, tile, overlap, tile_batch), repeats)
         out[label] = {"grid": str(grid), "pixel_ratio": grid.pixel_ratio, "untiled_s": untiled, "tiled_s": tiled, "time_ratio": tiled / untiled}
     return out
 
