@@ -25,7 +25,7 @@ bicubic x4 down to 32x32):
   channels_last   SRGANModule(channels_last=True)
   bf16-mixed      pl.Trainer(precision="bf16-mixed") (edge maps stay fp32)
   channels_last + bf16-mixed   both
-  compiled        SRGANModule(compile=True) (torch.compile of G and D in place;
+  compiled        SRGANModule(compile=True) (torch.compile of G and the perceptual network in place;
                   --no-compile leaves it out: the first CPU batch compiles for about a minute)
 
 bare, module, L1 and Canny share the same G, D and loss objects. Runs alternate: each round runs

@@ -102,7 +102,7 @@ def stage2_step(fig: Figures, device: str, tmp: Path) -> None:
             fig.add(f"stage2_{name}_vs_fp32_ratio", results[name] / results["fp32"], f"{name} / fp32 step time")
     if "compiled_bf16_mixed" in results:
         fig.add("stage2_compile_vs_eager_bf16_mixed_ratio", results["compiled_bf16_mixed"] / results["bf16_mixed"],
-                "compiled G, D and perceptual network / eager, both bf16-mixed (compilation in the warm-up batches)")
+                "compiled G and perceptual network / eager, both bf16-mixed (compilation in the warm-up batches)")
 
 
 def predict_figures(fig: Figures, device: str, tmp: Path) -> None:

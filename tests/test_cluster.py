@@ -36,6 +36,7 @@ SMALL_D = {
     "VGGStyleDiscriminator": ["--model.discriminator.init_args.num_features", "4", "--model.discriminator.init_args.input_size", "32"],
     "SRGANDiscriminator": ["--model.discriminator.init_args.num_features", "4"],
     "VSRResFeatGANDiscriminator": ["--model.discriminator.init_args.num_features", "4"],
+    "UNetDiscriminatorSN": ["--model.discriminator.init_args.num_features", "4"],
 }
 
 
@@ -69,7 +70,7 @@ def reduced_args(name: str, vgg_file: Path, alexnet_file: Path) -> list[str]:
     args = ["--config", REPO / "configs" / f"{name}.yaml", "--trainer.accelerator", "cpu", "--trainer.devices", "2",
             "--trainer.max_epochs", "1", "--trainer.limit_val_batches", "1", "--trainer.enable_progress_bar", "false",
             "--trainer.enable_model_summary", "false"]
-    if name != "quickstart":
+    if not name.startswith("quickstart"):  # the quickstarts start from the shipped generator: keep its size
         args += SMALL_G[model["generator"]["class_path"].rsplit(".", 1)[1]]
         if model.get("discriminator"):
             args += SMALL_D[model["discriminator"]["class_path"].rsplit(".", 1)[1]]
@@ -84,7 +85,8 @@ def reduced_args(name: str, vgg_file: Path, alexnet_file: Path) -> list[str]:
     for key in splits:
         if key in data["init_args"]:
             args += [f"--data.init_args.{key}", "null"]
-    patch = 32  # the discriminators' input size below
+    # the discriminators' input size below; Real-ESRGAN's degradation needs 74 (its 21-tap blurs at x4)
+    patch = 96 if model.get("degradation") else 32
     args += ["--data.init_args.patch_size", patch, "--data.init_args.batch_size", "2", "--data.init_args.samples_per_epoch", "8",
              "--data.init_args.eval_patch_size", patch, "--data.init_args.num_workers", "1"]
     if name == "quickstart":

@@ -156,8 +156,9 @@ class SRGANModule(pl.LightningModule):
             computed when its ImageNet weights are found (torchvision's cache or
             ``eval_lpips_weights``; a one-line note says when not); None: not computed.
         channels_last: keep networks and image batches in channels-last memory format.
-        compile: compile the generator, the discriminator and the perceptual network in place with
-            ``torch.compile`` (before DDP wraps them; checkpoints keep the plain parameter names).
+        compile: compile the generator and the perceptual network in place with ``torch.compile``
+            (before DDP wraps them; checkpoints keep the plain parameter names). The discriminator
+            stays eager: its graph serves both backward passes of the step.
         accumulate: gradient accumulation: the networks step once every ``accumulate`` batches,
             with the mean of their gradients, as one batch ``accumulate`` times larger would give
             for the pixel, perceptual and per-sample GAN terms (the relativistic GAN's batch means
@@ -277,7 +278,8 @@ class SRGANModule(pl.LightningModule):
         if self.channels_last:
             self.to(memory_format=torch.channels_last)
         if self.compile_networks and stage == "fit":
-            for network in (self.generator, self.discriminator, self.objective.perceptual_loss):
+            # Not D: its graph serves both backward passes, and a compiled backward runs only once.
+            for network in (self.generator, self.objective.perceptual_loss):
                 if network is not None:
                     network.compile()
 
@@ -361,8 +363,9 @@ class SRGANModule(pl.LightningModule):
             # run outside it, and the gradients are all-reduced here, once per optimizer step.
             distributed = isinstance(self.trainer.model, DistributedDataParallel)
             with self.trainer.model.no_sync() if distributed else contextlib.nullcontext():
-                self.manual_backward(total * scale, inputs=trainable(self.generator), retain_graph=True)
-                self.manual_backward((d_real + d_fake) * scale, inputs=trainable(self.discriminator))
+                # D's backward first: only D's graph is walked twice, so G's (compiled) backward runs once
+                self.manual_backward((d_real + d_fake) * scale, inputs=trainable(self.discriminator), retain_graph=True)
+                self.manual_backward(total * scale, inputs=trainable(self.generator))
             if distributed:
                 self.trainer.model.require_forward_param_sync = True  # no_sync cleared it: DDP broadcasts buffers again
             checks["discriminator loss"] = torch.stack([d_real.detach(), d_fake.detach()])
