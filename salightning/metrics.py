@@ -264,7 +264,8 @@ def vif(sr: Tensor, hr: Tensor, crop_border: int = 0, y_channel: bool = False) -
 
     _check_pair(sr, hr, crop_border, y_channel, min_size=VIF_MIN_SIZE)
     s, h = _prepare(sr, hr, crop_border, y_channel)
-    return visual_information_fidelity(s, h, reduction="none")
+    # one image at a time: torchmetrics < 1.9 has no reduction="none" (its mean over one image's channels is the same)
+    return torch.stack([visual_information_fidelity(s[i : i + 1], h[i : i + 1]) for i in range(s.shape[0])])
 
 
 # --------------------------------------------------------------------------- edge metrics
