@@ -97,7 +97,6 @@ class SALightningCLI(LightningCLI):
                 save_config_callback=SaveConfigEverywhere,
                 save_config_kwargs={"overwrite": True},
                 parser_kwargs={"prog": "salightning", "description": _DESCRIPTION},
-                parser_class=CLIParser,
                 args=args,
                 run=run,
             )
@@ -120,6 +119,16 @@ class SALightningCLI(LightningCLI):
                 os.environ.pop(RUN_DIR_ENV, None)
             else:
                 os.environ[RUN_DIR_ENV] = self._env_before
+
+    def init_parser(self, **kwargs: Any) -> CLIParser:
+        """Lightning's parser with salightning's option errors (``parser_class`` needs Lightning 2.5)."""
+        from jsonargparse import ActionConfigFile
+        from pytorch_lightning import __version__ as lightning_version
+
+        kwargs.setdefault("dump_header", [f"pytorch_lightning=={lightning_version}"])
+        parser = CLIParser(**kwargs)
+        parser.add_argument("-c", "--config", action=ActionConfigFile, help="Path to a configuration file in json or yaml format.")
+        return parser
 
     # -- before anything is built: devices, strategy, intervals, the run folder ------------------
 

@@ -20,20 +20,21 @@ def closest_options(message: str, parser: Any) -> list[str]:
     import importlib
     import inspect
 
-    found = re.search(r"class_path '([\w.]+)'.*?Option '(\w+)' is not accepted", message, re.S)
+    # jsonargparse >= 4.32 says "Option 'x' is not accepted", older ones 'No action for key "x"'
+    found = re.search(r"class_path '([\w.]+)'.*?(?:Option '(\w+)' is not accepted|No action for key \"(\w+)\")", message, re.S)
     if found:
         module, _, name = found.group(1).rpartition(".")
         try:
             params = inspect.signature(getattr(importlib.import_module(module), name)).parameters
         except (ImportError, AttributeError, TypeError, ValueError):
             return []
-        return difflib.get_close_matches(found.group(2), [p for p in params if p not in ("self", "args", "kwargs")], n=3)
+        return difflib.get_close_matches(found.group(2) or found.group(3), [p for p in params if p not in ("self", "args", "kwargs")], n=3)
     options = [o for action in parser._actions for o in action.option_strings if o.startswith("--") and not o.endswith(".help")]
-    unknown = re.search(r"unrecognized arguments: (.*)", message)
+    unknown = re.search(r"unrecognized arguments: (.*)", message, re.I)  # "Unrecognized" in jsonargparse < 4.32
     if unknown:
         given = [a.split("=")[0] for a in unknown.group(1).split() if a.startswith("--")]
         return [m for g in given[:1] for m in difflib.get_close_matches(g, options, n=3)]
-    key = re.search(r"(?:does not accept option|Key) '([\w.]+)'", message)
+    key = re.search(r"(?:does not accept option|Key|No action for key) ['\"]([\w.]+)['\"]", message)
     if key:
         return difflib.get_close_matches(key.group(1), [o[2:] for o in options], n=3)
     return []
